@@ -1,0 +1,6 @@
+//! mast's wire formats, with no I/O.
+//!
+//! This crate parses, verifies and builds bytes; it never opens a file or a socket, and time comes in as an
+//! argument. The agent and the packager own every side effect. This keeps the trust decisions — which
+//! metadata is valid, which release may be applied, whether a chunk belongs to a bundle — in one place that
+//! can be tested exhaustively and fuzzed.
