@@ -4,3 +4,9 @@
 //! argument. The agent and the packager own every side effect. This keeps the trust decisions — which
 //! metadata is valid, which release may be applied, whether a chunk belongs to a bundle — in one place that
 //! can be tested exhaustively and fuzzed.
+//!
+//! - [`digest`]: SHA-256 digests as a parsed type.
+//! - [`bundle`]: the deterministic tar, the chunk index and the safe tar walker.
+
+pub mod bundle;
+pub mod digest;
