@@ -11,6 +11,9 @@ struct Cli {}
 
 fn main() -> ExitCode {
     let _cli = Cli::parse();
-    eprintln!("mast-agent {}: no command is implemented yet", mast_agent::AGENT_VERSION);
+    eprintln!(
+        "mast-agent {}: no command is implemented yet",
+        mast_agent::AGENT_VERSION
+    );
     ExitCode::from(64)
 }

@@ -11,6 +11,9 @@ struct Cli {}
 
 fn main() -> ExitCode {
     let _cli = Cli::parse();
-    eprintln!("mast {}: no command is implemented yet", env!("CARGO_PKG_VERSION"));
+    eprintln!(
+        "mast {}: no command is implemented yet",
+        env!("CARGO_PKG_VERSION")
+    );
     ExitCode::from(64)
 }

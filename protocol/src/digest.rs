@@ -45,7 +45,11 @@ impl FromStr for Sha256Digest {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         // Uppercase hex would parse, but two spellings of one digest make two file names for one blob.
-        if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if s.len() != 64
+            || !s
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return Err(DigestParseError(s.to_owned()));
         }
         let mut out = [0u8; 32];
@@ -116,7 +120,9 @@ impl Sha256Hasher {
 
 impl fmt::Debug for Sha256Hasher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Sha256Hasher").field("len", &self.len).finish_non_exhaustive()
+        f.debug_struct("Sha256Hasher")
+            .field("len", &self.len)
+            .finish_non_exhaustive()
     }
 }
 
@@ -127,14 +133,22 @@ mod tests {
     #[test]
     fn known_digest_of_abc() {
         let d = Sha256Digest::of(b"abc");
-        assert_eq!(d.to_hex(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            d.to_hex(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
         assert_eq!(d.to_hex().parse::<Sha256Digest>().unwrap(), d);
     }
 
     #[test]
     fn refuses_uppercase_short_and_non_hex() {
         let upper = "BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD";
-        for bad in [upper, "ab", "zz7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad", ""] {
+        for bad in [
+            upper,
+            "ab",
+            "zz7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+            "",
+        ] {
             assert!(bad.parse::<Sha256Digest>().is_err(), "{bad} parsed");
         }
     }

@@ -9,4 +9,5 @@
 //! - [`bundle`]: the deterministic tar, the chunk index and the safe tar walker.
 
 pub mod bundle;
+pub mod canonical;
 pub mod digest;
