@@ -10,4 +10,6 @@
 
 pub mod bundle;
 pub mod canonical;
+pub mod crypto;
 pub mod digest;
+pub mod tuf;
