@@ -9,3 +9,11 @@ pub use metadata::{
     RoleKeys, Root, SPEC_VERSION, Signature, Signed, Snapshot, TOP_LEVEL_ROLES, TargetFile,
     Targets, Timestamp, parse_any_metadata,
 };
+pub mod client;
+pub mod error;
+
+pub use client::{
+    Discarded, FetchRequest, Limits, Next, Persisted, RoleName, Session, StoreOp, TrustedFile, TrustedMetadata,
+    quote_role_name,
+};
+pub use error::{ErrorKind, RootChainError, TufError};
