@@ -1,0 +1,265 @@
+//! Cutting the canonical tar into content-defined, separately compressed chunks.
+//!
+//! [`ChunkIndex::build`] is the packager's side; [`ChunkIndex::from_slice`], [`ChunkIndex::missing`],
+//! [`verify_chunk`] and [`Reassembler`] are the agent's. The index lists every chunk in tar order with both
+//! digests, so the agent knows what to fetch (compressed digest = blob name), how much to accept (compressed
+//! length), how much zstd may produce (raw length) and what it must produce (raw digest).
+
+mod index;
+mod reassemble;
+
+use std::collections::HashMap;
+
+use fastcdc::v2020::{
+    AVERAGE_MAX, AVERAGE_MIN, FastCDC, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN, Normalization,
+};
+
+use super::error::BundleError;
+use crate::digest::Sha256Digest;
+
+pub use self::index::{ChunkIndex, ChunkRef, IndexLimits};
+pub use self::reassemble::{Reassembler, verify_chunk};
+
+/// The largest raw chunk any index may describe, whatever its chunker parameters say: 4 MiB.
+///
+/// It bounds the one allocation a chunk's decompression makes, so it is a constant of the format rather
+/// than a setting.
+pub const MAX_RAW_CHUNK_LENGTH: u32 = 4 << 20;
+
+/// zstd level 3: zstd's default, several times faster than `gzip -6` and about as good on YAML, which keeps
+/// packing a large bundle within the time of `tar czf`.
+const ZSTD_LEVEL: i32 = 3;
+
+/// FastCDC (2020) chunk size bounds, in bytes. The default is 16 KiB / 64 KiB / 256 KiB.
+///
+/// The chunker also uses normalisation level 1 and the standard gear table (seed 0); those are fixed parts
+/// of the `fastcdc-2020` algorithm name in the index, not parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkParams {
+    min: u32,
+    avg: u32,
+    max: u32,
+}
+
+/// One compressed chunk, ready to be stored under its digest.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Chunk {
+    /// The sha256 of `bytes`: the chunk's blob name.
+    pub digest: Sha256Digest,
+    /// The zstd frame.
+    pub bytes: Vec<u8>,
+}
+
+impl ChunkParams {
+    /// Checks the bounds against what FastCDC accepts and against [`MAX_RAW_CHUNK_LENGTH`].
+    pub fn new(min: u32, avg: u32, max: u32) -> Result<Self, BundleError> {
+        let fail = |reason| {
+            Err(BundleError::InvalidChunkParams {
+                min: min.into(),
+                avg: avg.into(),
+                max: max.into(),
+                reason,
+            })
+        };
+        // FastCDC only debug-asserts these; in a release build, values outside them give nonsense cuts.
+        let in_range = |v: u32, lo: usize, hi: usize| (lo..=hi).contains(&(v as usize));
+        if !in_range(min, MINIMUM_MIN, MINIMUM_MAX) {
+            return fail("min must be between 64 bytes and 1 MiB");
+        }
+        if !in_range(avg, AVERAGE_MIN, AVERAGE_MAX) {
+            return fail("avg must be between 256 bytes and 4 MiB");
+        }
+        if !in_range(max, MAXIMUM_MIN, MAX_RAW_CHUNK_LENGTH as usize) {
+            return fail("max must be between 1 KiB and 4 MiB");
+        }
+        if ![min, avg, max].iter().all(|v| v.is_multiple_of(2)) {
+            return fail("sizes must be even");
+        }
+        if !(min <= avg && avg <= max) {
+            return fail("sizes must satisfy min <= avg <= max");
+        }
+        Ok(Self { min, avg, max })
+    }
+
+    /// Smallest chunk (except the last of a tar).
+    pub fn min(&self) -> u32 {
+        self.min
+    }
+
+    /// Target average chunk size.
+    pub fn avg(&self) -> u32 {
+        self.avg
+    }
+
+    /// Largest chunk.
+    pub fn max(&self) -> u32 {
+        self.max
+    }
+}
+
+impl Default for ChunkParams {
+    fn default() -> Self {
+        Self {
+            min: 16 << 10,
+            avg: 64 << 10,
+            max: 256 << 10,
+        }
+    }
+}
+
+impl std::fmt::Debug for Chunk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chunk")
+            .field("digest", &self.digest)
+            .field("len", &self.bytes.len())
+            .finish()
+    }
+}
+
+impl ChunkIndex {
+    /// Cuts `tar` into chunks, compresses each, and returns the index with the distinct compressed chunks.
+    ///
+    /// A chunk that occurs several times in the tar is listed at each position in the index but returned
+    /// once, so the caller stores each blob once.
+    pub fn build(
+        tar: &[u8],
+        params: &ChunkParams,
+    ) -> Result<(ChunkIndex, Vec<Chunk>), BundleError> {
+        let mut compressor =
+            zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(BundleError::Compress)?;
+        // Pin what the frame header carries, so a change of zstd's defaults cannot rename every chunk: the
+        // content size lets a client refuse an oversized frame before decompressing; a checksum would only
+        // repeat the sha256.
+        for parameter in [
+            zstd::zstd_safe::CParameter::ContentSizeFlag(true),
+            zstd::zstd_safe::CParameter::ChecksumFlag(false),
+            zstd::zstd_safe::CParameter::DictIdFlag(false),
+        ] {
+            compressor
+                .set_parameter(parameter)
+                .map_err(BundleError::Compress)?;
+        }
+        let cuts = FastCDC::with_level(
+            tar,
+            params.min as usize,
+            params.avg as usize,
+            params.max as usize,
+            Normalization::Level1,
+        );
+        let mut refs: Vec<ChunkRef> = Vec::with_capacity(tar.len() / params.avg as usize + 1);
+        let mut blobs = Vec::new();
+        // Keyed by raw digest, so a repeated chunk is not even compressed twice.
+        let mut seen: HashMap<Sha256Digest, usize> = HashMap::new();
+        for cut in cuts {
+            let raw = &tar[cut.offset..cut.offset + cut.length];
+            let raw_sha256 = Sha256Digest::of(raw);
+            if let Some(&earlier) = seen.get(&raw_sha256) {
+                let again = refs[earlier].clone();
+                refs.push(again);
+                continue;
+            }
+            let bytes = compressor.compress(raw).map_err(BundleError::Compress)?;
+            let digest = Sha256Digest::of(&bytes);
+            seen.insert(raw_sha256, refs.len());
+            refs.push(ChunkRef {
+                sha256: digest,
+                length: bytes.len() as u64,
+                raw_sha256,
+                raw_length: raw.len() as u64,
+            });
+            blobs.push(Chunk { digest, bytes });
+        }
+        let index = ChunkIndex {
+            tar_length: tar.len() as u64,
+            tar_sha256: Sha256Digest::of(tar),
+            params: *params,
+            chunks: refs,
+        };
+        Ok((index, blobs))
+    }
+}
+
+/// Deterministic incompressible bytes for tests (xorshift64).
+#[cfg(test)]
+pub(super) fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_are_checked() {
+        assert!(ChunkParams::new(16 << 10, 64 << 10, 256 << 10).is_ok());
+        assert_eq!(
+            ChunkParams::new(16 << 10, 64 << 10, 256 << 10).unwrap(),
+            ChunkParams::default()
+        );
+        for (min, avg, max) in [
+            (32, 256, 1024),
+            (64, 128, 1024),
+            (64, 256, 512),
+            (64, 256, MAX_RAW_CHUNK_LENGTH + 2),
+            (65, 256, 1024),
+            (4096, 1024, 8192),
+            (64, 8192, 4096),
+        ] {
+            let err = ChunkParams::new(min, avg, max).unwrap_err();
+            assert!(
+                matches!(err, BundleError::InvalidChunkParams { .. }),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn cuts_cover_the_tar_and_respect_bounds() {
+        let params = ChunkParams::new(1024, 4096, 16384).unwrap();
+        let data = noise(200_000, 1);
+        let (index, blobs) = ChunkIndex::build(&data, &params).unwrap();
+        let chunks = index.chunks();
+        assert!(chunks.len() > 10, "{}", chunks.len());
+        assert_eq!(
+            chunks.iter().map(ChunkRef::raw_length).sum::<u64>(),
+            data.len() as u64
+        );
+        let (last, rest) = chunks.split_last().unwrap();
+        assert!(
+            rest.iter()
+                .all(|c| (1024..=16384).contains(&c.raw_length()))
+        );
+        assert!(last.raw_length() <= 16384);
+        assert_eq!(blobs.len(), chunks.len(), "random data has no repeats");
+        for (blob, chunk) in blobs.iter().zip(chunks) {
+            assert_eq!(blob.digest, Sha256Digest::of(&blob.bytes));
+            assert_eq!(blob.digest, chunk.sha256());
+        }
+    }
+
+    #[test]
+    fn repeated_content_is_one_blob_listed_many_times() {
+        // Max-size cuts of a constant run are all the same bytes.
+        let params = ChunkParams::new(1024, 4096, 8192).unwrap();
+        let data = vec![b'x'; 8192 * 10];
+        let (index, blobs) = ChunkIndex::build(&data, &params).unwrap();
+        assert_eq!(index.chunks().len(), 10);
+        assert_eq!(blobs.len(), 1);
+        assert!(index.chunks().iter().all(|c| c.sha256() == blobs[0].digest));
+    }
+
+    #[test]
+    fn empty_tar_has_no_chunks() {
+        let (index, blobs) = ChunkIndex::build(&[], &ChunkParams::default()).unwrap();
+        assert!(index.chunks().is_empty() && blobs.is_empty());
+        assert_eq!(index.tar_length(), 0);
+    }
+}
