@@ -10,6 +10,7 @@ use super::*;
 use crate::crypto::SigningKey;
 use crate::digest::Sha256Digest;
 use crate::tuf::error::ErrorKind;
+use crate::tuf::trusted::Persisted;
 use crate::tuf::metadata::{
     Common, DelegatedRole, Delegations, Expiry, Hashes, RoleKeys, Signature, Snapshot, TargetFile,
 };

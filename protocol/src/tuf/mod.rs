@@ -11,9 +11,11 @@ pub use metadata::{
 };
 pub mod client;
 pub mod error;
+mod trusted;
 
 pub use client::{
-    Discarded, FetchRequest, Limits, Next, Persisted, RoleName, Session, StoreOp, TrustedFile, TrustedMetadata,
-    quote_role_name,
+    FetchRequest, Limits, Next, RoleName, Session, StoreOp, TrustedFile, quote_role_name,
 };
 pub use error::{ErrorKind, RootChainError, TufError};
+pub use trusted::{Discarded, Persisted, TrustedMetadata};
+
