@@ -18,4 +18,6 @@ pub use client::{
 };
 pub use error::{ErrorKind, RootChainError, TufError};
 pub use trusted::{Discarded, Persisted, TrustedMetadata};
+pub mod builder;
 
+pub use builder::{BuildError, Expiries, Repository, RoleSigners, RootSpec, SigningStatus};
