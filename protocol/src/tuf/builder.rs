@@ -19,6 +19,7 @@ use crate::crypto::{Key, KeyId, SigningKey};
 use crate::tuf::metadata::{Expiry, MetadataError, Role, Signature, Signed};
 use crate::tuf::verify::{IntegrityError, ThresholdError};
 
+mod commit;
 mod load;
 mod naming;
 mod repository;
