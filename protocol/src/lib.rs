@@ -7,9 +7,11 @@
 //!
 //! - [`digest`]: SHA-256 digests as a parsed type.
 //! - [`bundle`]: the deterministic tar, the chunk index and the safe tar walker.
+//! - [`release`]: mast's custom fields on release targets, rollout waves and release selection.
 
 pub mod bundle;
 pub mod canonical;
 pub mod crypto;
 pub mod digest;
+pub mod release;
 pub mod tuf;
