@@ -66,7 +66,7 @@ pub fn build_tar<D: AsRef<[u8]>>(
 /// Compresses a tar into the published `bundle.tar.gz`.
 ///
 /// The gzip header carries no file name, mtime 0 and OS byte 255, and the level is fixed, so the output
-/// depends only on the input and on the deflate implementation compiled in (flate2's miniz_oxide backend;
+/// depends only on the input and on the deflate implementation compiled in (flate2's zlib-rs backend;
 /// switching backends would change the bytes, but never what they decompress to).
 pub fn gzip(tar: &[u8]) -> Vec<u8> {
     let out = Vec::with_capacity(tar.len() / 4 + 64);

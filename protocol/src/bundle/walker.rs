@@ -168,6 +168,8 @@ fn check_pax(entry: &mut Entry<'_, &[u8]>, path: &[u8], shown: &str) -> Result<(
     };
     let mut keys = HashSet::new();
     for record in records {
+        // The tar crate splits records at newlines (POSIX lets a value hold one) and, reading the path,
+        // skips a record it cannot parse and falls back to the header's name; GNU tar reads the record.
         let record = record.map_err(|e| bad(format!("unparsable record: {e}")))?;
         let key = record.key_bytes();
         if !keys.insert(key) {
