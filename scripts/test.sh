@@ -191,19 +191,23 @@ run_suite() {
     if [ -z "$runner" ]; then
         if cargo nextest --version >/dev/null 2>&1; then runner=nextest; else runner=cargo; fi
     fi
-    log "running the workspace's tests with $runner (log: ${tests_log#"$ROOT"/})"
+    # Without arguments: every target of every member. With arguments, they alone choose what runs (a
+    # filter, `-p crate`, `--test name`: each conflicts with or widens under --workspace --all-targets).
+    local -a scope=()
+    [ "$#" -gt 0 ] || scope=(--workspace --all-targets)
+    log "running the tests with $runner ${*:-(the whole workspace)} (log: ${tests_log#"$ROOT"/})"
     : >"$counts"
     case "$runner" in
         nextest)
             # One process per test, and a per-test time limit from scripts/nextest.toml (a repository
             # .config/nextest.toml, if one appears, takes precedence over it).
-            cargo nextest run --workspace --all-targets --no-fail-fast \
+            cargo nextest run "${scope[@]}" --no-fail-fast \
                 --tool-config-file "mast-test:$ROOT/scripts/nextest.toml" "$@" 2>&1 | tee "$tests_log" ||
                 status=1
             { grep -E '^ *Summary \[' "$tests_log" || true; } | tail -n 1 | sed 's/ skipped/ ignored/' >>"$counts"
             ;;
         cargo)
-            cargo test --workspace --all-targets --no-fail-fast "$@" 2>&1 | tee "$tests_log" || status=1
+            cargo test "${scope[@]}" --no-fail-fast "$@" 2>&1 | tee "$tests_log" || status=1
             { grep -E '^test result:' "$tests_log" || true; } >>"$counts"
             ;;
         *) die "MAST_TEST_RUNNER must be nextest or cargo, not '$runner'" ;;
