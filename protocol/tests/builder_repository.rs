@@ -410,14 +410,14 @@ fn root_rotation_one_to_two_with_new_keys_and_threshold_two() {
 }
 
 #[test]
-fn delegated_roles_are_signed_listed_and_named_like_python_tuf() {
+fn delegated_roles_are_signed_listed_and_named_after_the_role() {
     let k = keys();
     let team = SigningKey::from_seed(&[30; 32]);
     let mut repo = repo(&k);
     repo.delegate(
         "targets",
         DelegationSpec {
-            name: "prod/eu team".to_owned(),
+            name: "prod-eu.team".to_owned(),
             keys: one(&team),
             paths: vec!["channels/prod-eu/*/*".to_owned()],
             terminating: true,
@@ -425,14 +425,14 @@ fn delegated_roles_are_signed_listed_and_named_like_python_tuf() {
     )
     .unwrap();
     let err = repo
-        .add_target_to("prod/eu team", "channels/prod/1/x", target(b"x"))
+        .add_target_to("prod-eu.team", "channels/prod/1/x", target(b"x"))
         .unwrap_err();
     assert!(
         matches!(err, BuildError::TargetNotDelegated { .. }),
         "{err}"
     );
     repo.add_target_to(
-        "prod/eu team",
+        "prod-eu.team",
         "channels/prod-eu/1/bundle.tar.gz",
         target(b"b"),
     )
@@ -444,29 +444,29 @@ fn delegated_roles_are_signed_listed_and_named_like_python_tuf() {
 
     let mut s = signers(&k);
     assert!(
-        matches!(repo.commit(&s, T0), Err(BuildError::NotEnoughKeys(e)) if e.role == "prod/eu team")
+        matches!(repo.commit(&s, T0), Err(BuildError::NotEnoughKeys(e)) if e.role == "prod-eu.team")
     );
     s.delegated
-        .insert("prod/eu team".to_owned(), vec![&k.targets]);
+        .insert("prod-eu.team".to_owned(), vec![&k.targets]);
     assert!(matches!(
         repo.commit(&s, T0),
         Err(BuildError::KeyNotInRole { .. })
     ));
-    s.delegated.insert("prod/eu team".to_owned(), vec![&team]);
+    s.delegated.insert("prod-eu.team".to_owned(), vec![&team]);
     assert_eq!(
         repo.commit(&s, T0).unwrap(),
-        ["targets", "prod/eu team", "snapshot", "timestamp"]
+        ["targets", "prod-eu.team", "snapshot", "timestamp"]
     );
 
     let files = repo.files().unwrap();
     assert_eq!(check_files(&files), (1, 1, 1));
     let bytes = &files
         .iter()
-        .find(|(n, _)| n == "metadata/1.prod%2Feu%20team.json")
+        .find(|(n, _)| n == "metadata/1.prod-eu.team.json")
         .unwrap()
         .1;
     let doc = Signed::<Targets>::from_slice(bytes).unwrap();
-    check_meta(&repo.snapshot().signed.meta["prod/eu team.json"], bytes);
+    check_meta(&repo.snapshot().signed.meta["prod-eu.team.json"], bytes);
     let delegations = repo.targets().signed.delegations.as_ref().unwrap();
     let role = &delegations.roles[0];
     verify_threshold(
@@ -481,21 +481,21 @@ fn delegated_roles_are_signed_listed_and_named_like_python_tuf() {
 
     // A change in the delegated role alone re-signs it, snapshot and timestamp, not targets.
     repo.add_target_to(
-        "prod/eu team",
+        "prod-eu.team",
         "channels/prod-eu/2/bundle.tar.gz",
         target(b"c"),
     )
     .unwrap();
     assert_eq!(
         repo.commit(&s, T0).unwrap(),
-        ["prod/eu team", "snapshot", "timestamp"]
+        ["prod-eu.team", "snapshot", "timestamp"]
     );
-    assert_eq!(repo.delegated_role("prod/eu team").unwrap().version(), 2);
+    assert_eq!(repo.delegated_role("prod-eu.team").unwrap().version(), 2);
     assert!(matches!(
         repo.delegate(
             "targets",
             DelegationSpec {
-                name: "prod/eu team".into(),
+                name: "prod-eu.team".into(),
                 keys: one(&team),
                 paths: vec![],
                 terminating: false
@@ -503,6 +503,22 @@ fn delegated_roles_are_signed_listed_and_named_like_python_tuf() {
         ),
         Err(BuildError::RoleExists(_))
     ));
+    // Names that quoting would change, and reserved names, are refused.
+    for name in ["prod/eu team", "targets", "", "é"] {
+        let spec = DelegationSpec {
+            name: name.into(),
+            keys: one(&team),
+            paths: vec![],
+            terminating: false,
+        };
+        assert!(
+            matches!(
+                repo.delegate("targets", spec),
+                Err(BuildError::RoleName { .. })
+            ),
+            "{name:?}"
+        );
+    }
 }
 
 #[test]

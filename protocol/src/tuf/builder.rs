@@ -69,9 +69,14 @@ pub enum BuildError {
     /// A delegated role by this name already exists.
     #[error("a role named {0:?} already exists")]
     RoleExists(String),
-    /// A delegated role name that is empty or a top-level role's.
-    #[error("role name {0:?} is empty or reserved for a top-level role")]
-    RoleName(String),
+    /// A name mast will not give a delegated role.
+    #[error("role name {name:?} is refused: {reason}")]
+    RoleName {
+        /// The name.
+        name: String,
+        /// Why.
+        reason: &'static str,
+    },
     /// The delegated role is not trusted for this target path, so clients would never look there.
     #[error("role {role:?} is not delegated target {target:?}")]
     TargetNotDelegated {

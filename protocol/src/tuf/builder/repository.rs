@@ -13,6 +13,7 @@ use crate::tuf::verify::signed_sha256;
 use super::naming::{check_target_name, metadata_path};
 use super::root::{RoleSpec, check_root_signed_by};
 use super::{BuildError, Expiries, Trust, check_role_keys, to_bytes, unsigned};
+use crate::tuf::client::quote_role_name;
 
 /// A delegated targets role to create.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,10 +225,26 @@ impl Repository {
 
     /// Delegates to a new targets role from `parent` (`targets` or an existing delegated role). The new
     /// role starts empty at version 1 and is first signed by the next commit.
+    ///
+    /// The name must be ASCII letters, digits and `_.-~`: those are the names whose metadata file is
+    /// called the same on disk and in the URL a client asks for. Repositories made by other tools may use
+    /// any name; [`load`](Self::load) and [`files`](Self::files) handle those, percent-encoded.
     pub fn delegate(&mut self, parent: &str, spec: DelegationSpec) -> Result<(), BuildError> {
         let name = spec.name.as_str();
+        let refuse = |reason| BuildError::RoleName {
+            name: name.to_owned(),
+            reason,
+        };
         if name.is_empty() || crate::tuf::TOP_LEVEL_ROLES.contains(&name) {
-            return Err(BuildError::RoleName(name.to_owned()));
+            return Err(refuse("empty or a top-level role's"));
+        }
+        // Clients ask for `N.<quoted name>.json`, and static servers (nginx, python's http.server) decode
+        // the request path before opening the file; a name that quoting changes would need its file stored
+        // under the decoded name (`/` even making a directory). Names quoting leaves alone avoid that.
+        if quote_role_name(name) != name {
+            return Err(refuse(
+                "only ASCII letters, digits and `_.-~` keep file and URL names equal",
+            ));
         }
         if self.delegated.contains_key(name) {
             return Err(BuildError::RoleExists(name.to_owned()));
@@ -267,6 +284,8 @@ impl Repository {
     /// Every metadata file a mirror must serve, as `(path, bytes)`: the whole root chain, the current
     /// targets, delegated roles and snapshot under their versioned names, and `metadata/timestamp.json`.
     ///
+    /// Paths are URL paths, as a client asks for them: a delegated role name from another tool that needs
+    /// quoting appears percent-encoded, and a static server expects that file under the decoded name.
     /// Write these without deleting older versioned files: a client that read the previous timestamp a
     /// moment ago still asks for the snapshot and targets versions it named. Target files are served at
     /// [`super::consistent_target_path`].
