@@ -54,6 +54,9 @@ pub enum ReleaseError {
         /// What is wrong.
         reason: String,
     },
+    /// `custom.mast` is present but not an object.
+    #[error("target {0:?}: custom.mast is not an object")]
+    NotAnObject(String),
     /// The target's path is not where its `custom.mast` says it belongs.
     #[error("target {target:?}: {reason}")]
     Path {
@@ -302,10 +305,10 @@ impl ReleaseInfo {
         let Some(mast) = target.custom.as_ref().and_then(|c| c.get("mast")) else {
             return Ok(None);
         };
-        let f = fields::Fields {
-            target: name,
-            obj: mast.as_object(),
-        };
+        let obj = mast
+            .as_object()
+            .ok_or_else(|| ReleaseError::NotAnObject(name.to_owned()))?;
+        let f = fields::Fields { target: name, obj };
         let kind = match f.str("kind")? {
             "bundle" => ReleaseKind::Bundle,
             "index" => ReleaseKind::Index,

@@ -7,7 +7,7 @@ use super::{ReleaseError, SEED_SPACE, Wave, Waves, waves};
 /// Typed access to `custom.mast`, with errors naming the target and field.
 pub(super) struct Fields<'a> {
     pub(super) target: &'a str,
-    pub(super) obj: Option<&'a Map<String, Value>>,
+    pub(super) obj: &'a Map<String, Value>,
 }
 
 impl<'a> Fields<'a> {
@@ -20,12 +20,8 @@ impl<'a> Fields<'a> {
     }
 
     fn get(&self, field: &str) -> Result<&'a Value, ReleaseError> {
-        let obj = self.obj.ok_or_else(|| ReleaseError::Field {
-            target: self.target.to_owned(),
-            field: String::new(),
-            reason: "custom.mast is not an object".to_owned(),
-        })?;
-        obj.get(field)
+        self.obj
+            .get(field)
             .ok_or_else(|| self.err(field, "missing".to_owned()))
     }
 
@@ -43,11 +39,9 @@ impl<'a> Fields<'a> {
     }
 
     pub(super) fn waves(&self) -> Result<Waves, ReleaseError> {
-        let list = match self.get("waves") {
-            Err(ReleaseError::Field { reason, .. }) if reason == "missing" => {
-                return Ok(Waves::default());
-            }
-            other => other?,
+        // Absent (or an empty list) means everyone at once.
+        let Some(list) = self.obj.get("waves") else {
+            return Ok(Waves::default());
         };
         let list = list
             .as_array()
