@@ -165,13 +165,17 @@ install_venv() {
         fi
         printf '%s\n' "$want" >"$stamp"
     fi
-    "$VENV/bin/python" - <<'EOF' || die "python-tuf in $VENV does not work"
+    local tuf_pin
+    tuf_pin="$(sed -n 's/^tuf==\([^ ;]*\).*/\1/p' "$REQUIREMENTS")"
+    MAST_TUF_PIN="$tuf_pin" "$VENV/bin/python" - <<'EOF' || die "python-tuf in $VENV does not work"
+import os
+
 from securesystemslib.signer import CryptoSigner
 import tuf
 from tuf.api.metadata import Metadata
 from tuf.ngclient import Updater
 
-assert tuf.__version__ == "7.0.1", tuf.__version__
+assert tuf.__version__ == os.environ["MAST_TUF_PIN"], (tuf.__version__, os.environ["MAST_TUF_PIN"])
 CryptoSigner.generate_ed25519()
 EOF
 }
