@@ -12,9 +12,10 @@ order, and in each phase refreshes, then looks up and downloads the phase's `tar
 `expect` is "ok" or one of the error kinds in _common.ERROR_KINDS; with "ok" and a target,
 `expect_target_sha256` is the SHA-256 of the target's bytes.
 
-OUT_DIR/scenarios.json lists them:
-  {"generator": ..., "now": RFC3339, "scenarios": [{"name", "description", "initial_root", "now",
-   "phases": [{"dir", "target", "expect", "expect_target_sha256"?, "pytuf"}]}]}
+OUT_DIR/scenarios.json is the list of them, in a JSON array:
+  [{"name", "description", "initial_root", "now",
+    "phases": [{"dir", "target", "expect", "expect_target_sha256"?, "pytuf"}]}]
+`pytuf` is python-tuf's own verdict on the phase: the same as `expect` except where PYTUF_DIFFERS says.
 Paths (`initial_root`, `dir`) are relative to OUT_DIR. `now` is when this script ran: metadata that must
 be valid expires a year after that day, metadata that must be expired expired 30 days before it.
 
@@ -46,8 +47,6 @@ sys.dont_write_bytecode = True  # import the modules beside this script without 
 
 from _common import ERROR_KINDS, DirectoryFetcher, classify
 from _repo import EXPIRED, RUN_AT, VALID, Repo, dumps, sha256, sign_dict, signer
-
-GENERATOR = "mast protocol/tests/interop/pytuf_repos.py"
 
 # Where python-tuf's verdict is defined but is not the kind mast must give, and why.
 PYTUF_DIFFERS = {
@@ -447,12 +446,7 @@ def main() -> int:
     if problems:
         print("pytuf_repos: python-tuf disagrees:", *problems, sep="\n  ", file=sys.stderr)
         return 1
-    index = {
-        "generator": GENERATOR,
-        "now": RUN_AT.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "error_kinds": list(ERROR_KINDS),
-        "scenarios": [s.record() for s in scenarios],
-    }
+    index = [s.record() for s in scenarios]
     with open(os.path.join(out, "scenarios.json"), "w") as file:
         json.dump(index, file, indent=1)
         file.write("\n")
