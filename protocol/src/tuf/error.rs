@@ -64,7 +64,8 @@ pub enum TufError {
     /// The newest trusted metadata of a role has expired: a freeze attack, or a repository whose online
     /// keys stopped re-signing. What already runs keeps running; nothing new is applied.
     #[error(
-        "{file}: {role} metadata expired at {expires} (now {now}); freeze attack or stale repository"
+        "{file}: {role} metadata expired at {expires} (now {}); freeze attack or stale repository",
+        Expiry::new(*now)
     )]
     Expired {
         /// The file as requested from the mirror (or the trusted copy).
