@@ -11,7 +11,10 @@ fn verify(public: &[u8], msg: &[u8], sig: &[u8]) -> bool {
     let key = Key {
         keytype: "ed25519".into(),
         scheme: "ed25519".into(),
-        keyval: mast_protocol::crypto::KeyVal { public: hex::encode(public), extra: Default::default() },
+        keyval: mast_protocol::crypto::KeyVal {
+            public: hex::encode(public),
+            extra: Default::default(),
+        },
         extra: Default::default(),
     };
     key.verify(&key.key_id(), msg, &hex::encode(sig)).is_ok()
@@ -46,7 +49,12 @@ fn rfc8032_section_7_1() {
         let key = SigningKey::from_seed(&seed);
         let msg = hex::decode(msg).unwrap();
         // Signing is deterministic: our key derivation and signer reproduce the RFC's bytes exactly.
-        assert_eq!(key.public().keyval.public, *public, "TEST {}: public key", i + 1);
+        assert_eq!(
+            key.public().keyval.public,
+            *public,
+            "TEST {}: public key",
+            i + 1
+        );
         assert_eq!(key.sign_hex(&msg), *sig, "TEST {}: signature", i + 1);
         let public = hex::decode(public).unwrap();
         let sig = hex::decode(sig).unwrap();
@@ -54,10 +62,18 @@ fn rfc8032_section_7_1() {
         // Any single flipped bit in the signature or the message is refused.
         let mut bad = sig.clone();
         bad[7] ^= 1;
-        assert!(!verify(&public, &msg, &bad), "TEST {}: flipped signature bit", i + 1);
+        assert!(
+            !verify(&public, &msg, &bad),
+            "TEST {}: flipped signature bit",
+            i + 1
+        );
         let mut bad_msg = msg.clone();
         bad_msg.push(0);
-        assert!(!verify(&public, &bad_msg, &sig), "TEST {}: extended message", i + 1);
+        assert!(
+            !verify(&public, &bad_msg, &sig),
+            "TEST {}: extended message",
+            i + 1
+        );
     }
 }
 
@@ -70,11 +86,19 @@ fn wycheproof_ed25519() {
             let accepted = verify(&group.key.pk, &test.msg, &test.sig);
             match test.result {
                 TestResult::Valid => {
-                    assert!(accepted, "tcId {} ({}) must verify", test.tc_id, test.comment);
+                    assert!(
+                        accepted,
+                        "tcId {} ({}) must verify",
+                        test.tc_id, test.comment
+                    );
                     valid += 1;
                 }
                 TestResult::Invalid => {
-                    assert!(!accepted, "tcId {} ({}) must be refused", test.tc_id, test.comment);
+                    assert!(
+                        !accepted,
+                        "tcId {} ({}) must be refused",
+                        test.tc_id, test.comment
+                    );
                     invalid += 1;
                 }
                 // Wycheproof marks no ed25519 case "acceptable"; if a later set does, either answer is allowed.
@@ -83,6 +107,9 @@ fn wycheproof_ed25519() {
         }
     }
     // Guard against a silently empty set: the ed25519 file has well over a hundred cases of each kind.
-    assert!(valid > 50 && invalid > 50, "valid {valid}, invalid {invalid}");
+    assert!(
+        valid > 50 && invalid > 50,
+        "valid {valid}, invalid {invalid}"
+    );
     eprintln!("wycheproof ed25519: {valid} valid accepted, {invalid} invalid refused");
 }

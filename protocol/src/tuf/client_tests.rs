@@ -10,10 +10,10 @@ use super::*;
 use crate::crypto::SigningKey;
 use crate::digest::Sha256Digest;
 use crate::tuf::error::ErrorKind;
-use crate::tuf::trusted::Persisted;
 use crate::tuf::metadata::{
     Common, DelegatedRole, Delegations, Expiry, Hashes, RoleKeys, Signature, Snapshot, TargetFile,
 };
+use crate::tuf::trusted::Persisted;
 
 const NOW: OffsetDateTime = datetime!(2026-11-25 12:00 UTC);
 
