@@ -64,56 +64,71 @@ pub fn walk<'a>(tar: &'a [u8], limits: &WalkLimits) -> Result<Vec<TarFile<'a>>, 
             after: None,
             source,
         })?;
-    let mut files = Vec::new();
-    let mut count = 0u64;
-    let mut total = 0u64;
-    let mut end = 0u64;
+    let mut walk = Walk {
+        tar,
+        limits,
+        files: Vec::new(),
+        count: 0,
+        total: 0,
+        end: 0,
+    };
     let mut last: Option<String> = None;
     for entry in entries {
         let mut entry = entry.map_err(|source| BundleError::MalformedTar {
             after: last.clone(),
             source,
         })?;
-        count += 1;
-        if count > limits.max_entries {
+        last = Some(walk.entry(&mut entry)?);
+    }
+    check_end(tar, walk.end)?;
+    let mut sorted: Vec<&BundlePath> = walk.files.iter().map(|f| &f.path).collect();
+    sorted.sort_unstable();
+    check_sorted_paths(&sorted)?;
+    Ok(walk.files)
+}
+
+/// What the walk has seen so far.
+struct Walk<'a, 'l> {
+    tar: &'a [u8],
+    limits: &'l WalkLimits,
+    files: Vec<TarFile<'a>>,
+    count: u64,
+    total: u64,
+    /// Where the bytes after the last entry start.
+    end: u64,
+}
+
+impl<'a> Walk<'a, '_> {
+    /// Checks one entry, keeps it if it is a file, and returns its path for error context.
+    fn entry(&mut self, entry: &mut Entry<'_, &[u8]>) -> Result<String, BundleError> {
+        self.count += 1;
+        if self.count > self.limits.max_entries {
             return Err(BundleError::TooManyEntries {
-                limit: limits.max_entries,
+                limit: self.limits.max_entries,
             });
         }
         let raw_path = entry.path_bytes().into_owned();
         let shown = String::from_utf8_lossy(&raw_path).into_owned();
         let size = entry.size();
         let start = entry.raw_file_position();
-        end = size
+        self.end = size
             .checked_next_multiple_of(BLOCK)
             .and_then(|padded| start.checked_add(padded))
             .ok_or(BundleError::BadArchiveEnd("an entry's size overflows"))?;
-        match classify(&entry) {
+        match classify(entry) {
             Kind::File => {
-                check_pax(&mut entry, &raw_path, &shown)?;
+                check_pax(entry, &raw_path, &shown)?;
                 let path = BundlePath::from_bytes(&raw_path)?;
-                if size > limits.max_entry_size {
-                    return Err(BundleError::EntryTooLarge {
-                        path: shown,
+                self.count_size(&shown, size)?;
+                let data =
+                    slice(self.tar, start, size).ok_or_else(|| BundleError::TruncatedEntry {
+                        path: path.clone(),
                         size,
-                        limit: limits.max_entry_size,
-                    });
-                }
-                total = total.saturating_add(size);
-                if total > limits.max_total_size {
-                    return Err(BundleError::TotalTooLarge {
-                        path: shown,
-                        limit: limits.max_total_size,
-                    });
-                }
-                let data = slice(tar, start, size).ok_or_else(|| BundleError::TruncatedEntry {
-                    path: path.clone(),
-                    size,
-                })?;
-                files.push(TarFile { path, data });
+                    })?;
+                self.files.push(TarFile { path, data });
             }
             Kind::Directory => {
-                check_pax(&mut entry, &raw_path, &shown)?;
+                check_pax(entry, &raw_path, &shown)?;
                 let dir = raw_path.strip_suffix(b"/").unwrap_or(&raw_path);
                 BundlePath::from_bytes(dir)?;
             }
@@ -121,13 +136,26 @@ pub fn walk<'a>(tar: &'a [u8], limits: &WalkLimits) -> Result<Vec<TarFile<'a>>, 
                 return Err(BundleError::ForbiddenEntry { path: shown, kind });
             }
         }
-        last = Some(shown);
+        Ok(shown)
     }
-    check_end(tar, end)?;
-    let mut sorted: Vec<&BundlePath> = files.iter().map(|f| &f.path).collect();
-    sorted.sort_unstable();
-    check_sorted_paths(&sorted)?;
-    Ok(files)
+
+    fn count_size(&mut self, shown: &str, size: u64) -> Result<(), BundleError> {
+        if size > self.limits.max_entry_size {
+            return Err(BundleError::EntryTooLarge {
+                path: shown.to_owned(),
+                size,
+                limit: self.limits.max_entry_size,
+            });
+        }
+        self.total = self.total.saturating_add(size);
+        if self.total > self.limits.max_total_size {
+            return Err(BundleError::TotalTooLarge {
+                path: shown.to_owned(),
+                limit: self.limits.max_total_size,
+            });
+        }
+        Ok(())
+    }
 }
 
 enum Kind {

@@ -167,36 +167,7 @@ impl ChunkIndex {
                 limit: limits.max_tar_length,
             });
         }
-        let mut sum = 0u64;
-        let mut by_digest: HashMap<Sha256Digest, &WireChunk> = HashMap::new();
-        for (i, c) in wire.chunks.iter().enumerate() {
-            if !(1..=u64::from(params.max())).contains(&c.raw_length) {
-                return invalid(format!(
-                    "chunk {i} ({}) has raw_length {}, outside 1..={}",
-                    c.sha256,
-                    c.raw_length,
-                    params.max()
-                ));
-            }
-            // raw_length <= 4 MiB, so the cast is lossless and the bound cannot overflow.
-            let bound = zstd::compress_bound(c.raw_length as usize) as u64;
-            if !(1..=bound).contains(&c.length) {
-                return invalid(format!(
-                    "chunk {i} ({}) has length {}, outside 1..={bound} for {} raw bytes",
-                    c.sha256, c.length, c.raw_length
-                ));
-            }
-            if let Some(earlier) = by_digest.insert(c.sha256, c)
-                && earlier != c
-            {
-                return invalid(format!(
-                    "chunk {} is listed twice with different sizes or content",
-                    c.sha256
-                ));
-            }
-            // At most 131 072 chunks of at most 4 MiB each by default; checked anyway for odd limits.
-            sum = sum.saturating_add(c.raw_length);
-        }
+        let sum = check_chunks(&wire.chunks, &params)?;
         if sum != wire.tar.length {
             return invalid(format!(
                 "raw lengths add up to {sum} but tar.length is {}",
@@ -292,6 +263,42 @@ impl From<WireChunk> for ChunkRef {
             raw_length: c.raw_length,
         }
     }
+}
+
+/// Checks each chunk entry's sizes and that one digest never stands for two chunks; returns the raw total.
+fn check_chunks(chunks: &[WireChunk], params: &ChunkParams) -> Result<u64, BundleError> {
+    let invalid = |msg: String| Err(BundleError::InvalidIndex(msg));
+    let mut sum = 0u64;
+    let mut by_digest: HashMap<Sha256Digest, &WireChunk> = HashMap::new();
+    for (i, c) in chunks.iter().enumerate() {
+        if !(1..=u64::from(params.max())).contains(&c.raw_length) {
+            return invalid(format!(
+                "chunk {i} ({}) has raw_length {}, outside 1..={}",
+                c.sha256,
+                c.raw_length,
+                params.max()
+            ));
+        }
+        // raw_length <= 4 MiB, so the cast is lossless and the bound cannot overflow.
+        let bound = zstd::compress_bound(c.raw_length as usize) as u64;
+        if !(1..=bound).contains(&c.length) {
+            return invalid(format!(
+                "chunk {i} ({}) has length {}, outside 1..={bound} for {} raw bytes",
+                c.sha256, c.length, c.raw_length
+            ));
+        }
+        if let Some(earlier) = by_digest.insert(c.sha256, c)
+            && earlier != c
+        {
+            return invalid(format!(
+                "chunk {} is listed twice with different sizes or content",
+                c.sha256
+            ));
+        }
+        // Bounded by max_chunks * 4 MiB in practice; saturating so that odd limits cannot wrap.
+        sum = sum.saturating_add(c.raw_length);
+    }
+    Ok(sum)
 }
 
 fn wire_params(c: &WireChunker) -> Result<ChunkParams, BundleError> {
