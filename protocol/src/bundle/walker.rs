@@ -2,9 +2,13 @@
 //!
 //! The `tar` crate parses headers, GNU long names and PAX records; this module decides what is allowed.
 //! Besides the path rules of [`BundlePath`], it refuses anything that two tar readers could see
-//! differently — a PAX `path` that disagrees with a GNU long name, duplicate PAX keys, sparse files, PAX
-//! global headers, bytes after the end of the archive — because a bundle that means one thing to the
-//! verifier and another to the applier is how a review gets bypassed.
+//! differently — a PAX `path` that disagrees with a GNU long name, duplicate PAX keys, a PAX record the
+//! `tar` crate cannot parse (it splits records at newlines, then quietly falls back to the header's name),
+//! sparse files, PAX global headers, bytes after the end of the archive — because a bundle that means one
+//! thing to the verifier and another to the applier is how a review gets bypassed.
+//!
+//! Entry order is not checked, so tars from other tools are read; but `./`-prefixed names (what
+//! `tar cf x.tar -C dir .` writes) are refused with every other `.` segment.
 
 use std::collections::HashSet;
 
