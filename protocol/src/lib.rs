@@ -8,10 +8,14 @@
 //! - [`digest`]: SHA-256 digests as a parsed type.
 //! - [`bundle`]: the deterministic tar, the chunk index and the safe tar walker.
 //! - [`release`]: mast's custom fields on release targets, rollout waves and release selection.
+//! - [`manifest`]: bounded splitting of YAML files into Kubernetes objects, and their identity.
+//! - [`oci`]: how a release and its TUF metadata are laid out as OCI artifacts.
 
 pub mod bundle;
 pub mod canonical;
 pub mod crypto;
 pub mod digest;
+pub mod manifest;
+pub mod oci;
 pub mod release;
 pub mod tuf;

@@ -29,6 +29,7 @@
 
 mod chunk;
 mod error;
+pub mod options;
 mod path;
 mod tar;
 mod walker;
