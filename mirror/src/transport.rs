@@ -1,0 +1,202 @@
+//! The two narrow traits every mirror implements: reading objects with a byte cap, and writing them.
+
+use std::future::Future;
+
+use bytes::Bytes;
+use mast_protocol::digest::Sha256Digest;
+use tokio::io::AsyncReadExt;
+
+use crate::{MirrorError, ObjectPath};
+
+/// An object being read: what the mirror said about it, and its bytes as a capped stream.
+///
+/// The metadata is kept (not just the bytes) because the agent's conditional requests and resumed
+/// downloads need the validators: an HTTP `ETag`, or an OCI manifest digest.
+#[derive(Debug)]
+pub struct Response {
+    object: String,
+    /// The validator the mirror gave: an HTTP `ETag`, or the manifest digest of an OCI metadata tag.
+    pub etag: Option<String>,
+    /// `Last-Modified`, when an HTTP origin sends it.
+    pub last_modified: Option<String>,
+    /// The length the mirror announced, if it did.
+    pub length: Option<u64>,
+    max_length: u64,
+    read: u64,
+    body: Body,
+}
+
+/// Where a [`Response`]'s bytes come from.
+#[derive(Debug)]
+pub(crate) enum Body {
+    Memory(Option<Bytes>),
+    File(tokio::fs::File),
+    Http(reqwest::Response),
+}
+
+impl Response {
+    pub(crate) fn new(
+        object: &ObjectPath,
+        length: Option<u64>,
+        max_length: u64,
+        body: Body,
+    ) -> Result<Self, MirrorError> {
+        if length.is_some_and(|n| n > max_length) {
+            return Err(MirrorError::TooLarge {
+                object: object.as_path(),
+                limit: max_length,
+            });
+        }
+        Ok(Self {
+            object: object.as_path(),
+            etag: None,
+            last_modified: None,
+            length,
+            max_length,
+            read: 0,
+            body,
+        })
+    }
+
+    /// A response over bytes already in memory, for test mirrors and caches; the cap applies as to any.
+    pub fn from_bytes(
+        object: &ObjectPath,
+        bytes: Bytes,
+        max_length: u64,
+    ) -> Result<Self, MirrorError> {
+        Self::new(
+            object,
+            Some(bytes.len() as u64),
+            max_length,
+            Body::Memory(Some(bytes)),
+        )
+    }
+
+    /// The next piece of the body, or `None` at its end. Fails as soon as the body passes the cap, so a
+    /// hostile mirror can make a reader hold at most the cap plus one piece.
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, MirrorError> {
+        let piece = match &mut self.body {
+            Body::Memory(bytes) => bytes.take(),
+            Body::File(file) => {
+                let mut buf = vec![0u8; 256 << 10];
+                let n = file
+                    .read(&mut buf)
+                    .await
+                    .map_err(|e| MirrorError::io(std::path::Path::new(&self.object), e))?;
+                buf.truncate(n);
+                (n > 0).then(|| Bytes::from(buf))
+            }
+            Body::Http(response) => {
+                let url = crate::error::redact(response.url().as_str());
+                response.chunk().await.map_err(|source| MirrorError::Http {
+                    method: "GET",
+                    url,
+                    source,
+                })?
+            }
+        };
+        if let Some(piece) = &piece {
+            self.read += piece.len() as u64;
+            if self.read > self.max_length {
+                return Err(MirrorError::TooLarge {
+                    object: self.object.clone(),
+                    limit: self.max_length,
+                });
+            }
+        }
+        Ok(piece)
+    }
+
+    /// The whole body, within the cap.
+    pub async fn bytes(mut self) -> Result<Vec<u8>, MirrorError> {
+        let mut out = Vec::with_capacity(self.length.unwrap_or(0).min(self.max_length) as usize);
+        while let Some(piece) = self.chunk().await? {
+            out.extend_from_slice(&piece);
+        }
+        Ok(out)
+    }
+
+    /// The whole body, checked against the length and sha256 a signature vouches for; the bytes are
+    /// returned only when both match.
+    pub async fn verified(
+        self,
+        length: u64,
+        sha256: &Sha256Digest,
+    ) -> Result<Vec<u8>, MirrorError> {
+        let object = self.object.clone();
+        let bytes = self.bytes().await?;
+        if bytes.len() as u64 != length || Sha256Digest::of(&bytes) != *sha256 {
+            return Err(MirrorError::Protocol {
+                object,
+                reason: format!(
+                    "got {} bytes with sha256 {}, expected {length} bytes with sha256 {sha256}",
+                    bytes.len(),
+                    Sha256Digest::of(&bytes)
+                ),
+            });
+        }
+        Ok(bytes)
+    }
+}
+
+/// Reading objects from a mirror.
+pub trait MirrorRead {
+    /// Opens `object`, allowing at most `max_length` bytes. An absent object is an error of kind
+    /// [`crate::ErrorKind::NotFound`], distinct from every other failure.
+    fn get(
+        &self,
+        object: &ObjectPath,
+        max_length: u64,
+    ) -> impl Future<Output = Result<Response, MirrorError>> + Send;
+
+    /// The mirror, for messages (`dir:/srv/repo`, `https://cdn.example/mast`, `oci://host/repo`).
+    fn describe(&self) -> String;
+}
+
+/// A release as a whole, for mirrors that must link its objects together (an OCI registry tags the
+/// bundle and keeps its chunks referenced); directory and HTTP mirrors need nothing beyond the files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseObjects {
+    /// The channel.
+    pub channel: String,
+    /// The release number.
+    pub number: u64,
+    /// Whether it is the channel's highest release (moving tags follow it).
+    pub latest: bool,
+    /// The `bundle.tar.gz` target: sha256 and length.
+    pub bundle: (Sha256Digest, u64),
+    /// The `index.json` target: sha256 and length.
+    pub index: (Sha256Digest, u64),
+    /// The distinct chunks, in order of first appearance: sha256 and length.
+    pub chunks: Vec<(Sha256Digest, u64)>,
+    /// sha256 of the uncompressed tar (the release's revision).
+    pub tar_sha256: Sha256Digest,
+    /// When the release was made, RFC 3339.
+    pub created: String,
+    /// Where it came from (a CI URL, a git remote), for the OCI source annotation.
+    pub source: String,
+}
+
+/// Writing objects to a mirror. The caller decides the order; every `put` is complete (never torn) when
+/// it returns, and an immutable object once written is never written again.
+pub trait MirrorWrite: MirrorRead {
+    /// Whether `object` is already there.
+    fn exists(&self, object: &ObjectPath)
+    -> impl Future<Output = Result<bool, MirrorError>> + Send;
+
+    /// Writes `object`, replacing it atomically where it exists (only `timestamp.json` ever does).
+    fn put(
+        &self,
+        object: &ObjectPath,
+        bytes: Bytes,
+    ) -> impl Future<Output = Result<(), MirrorError>> + Send;
+
+    /// Links a release whose objects are all written; called before any metadata that names it.
+    fn link_release(
+        &self,
+        release: &ReleaseObjects,
+    ) -> impl Future<Output = Result<(), MirrorError>> + Send {
+        let _ = release;
+        async { Ok(()) }
+    }
+}
