@@ -5,5 +5,7 @@
 //! SQLite state, scheduler) and the apply side (server-side apply, prune, health, rollback, drift) land in
 //! their own modules; this crate currently carries the command-line surface only.
 
+pub mod telemetry;
+
 /// The agent's own version, compared with a release's signed minimum agent version.
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
