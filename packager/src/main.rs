@@ -1,19 +1,285 @@
-//! `mast`: the packager binary. All logic lives in the library; `main` only parses arguments.
+//! `mast`: the packager binary. Every command's logic lives in the `mast_packager` library; `main` parses
+//! arguments, runs the command and maps its error to an exit code (see `docs/packager.md`).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
-/// The mast packager.
+/// The mast packager: keys, TUF repositories, bundles and releases.
 #[derive(Debug, Parser)]
-#[command(name = "mast", version, about)]
-struct Cli {}
+#[command(name = "mast", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// What `mast` can do.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate an ed25519 key pair: KEY (PKCS#8 PEM, mode 0600) and KEY.pub (SPKI PEM).
+    Keygen(KeygenArgs),
+    /// Create and manage a TUF repository directory.
+    #[command(subcommand)]
+    Repo(RepoCommand),
+    /// Sign and rotate root metadata (offline key holders).
+    #[command(subcommand)]
+    Root(RootCommand),
+    /// Pack a directory of Kubernetes manifests into a canonical bundle tar.
+    Pack(PackArgs),
+    /// Add a packed bundle to a channel of a repository as a new signed release.
+    Release(ReleaseArgs),
+    /// Keep the repository's online metadata fresh.
+    #[command(subcommand)]
+    Timestamp(TimestampCommand),
+    /// Describe a bundle (objects, sizes) or a repository (channels, releases, expiries).
+    Inspect(InspectArgs),
+}
+
+/// `mast repo …`
+#[derive(Debug, Subcommand)]
+enum RepoCommand {
+    /// Create a new repository (root version 1 and empty targets).
+    Init(RepoInitArgs),
+}
+
+/// `mast root …`
+#[derive(Debug, Subcommand)]
+enum RootCommand {
+    /// Add a signature to the pending root, and print who has signed and what is missing.
+    Sign(RootSignArgs),
+    /// Start root version N+1 with new keys or thresholds; it must then be signed by both N's and N+1's
+    /// root thresholds.
+    Rotate(RootRotateArgs),
+    /// Print the signing status of the pending root, if any.
+    Status(RootStatusArgs),
+}
+
+/// `mast timestamp …`
+#[derive(Debug, Subcommand)]
+enum TimestampCommand {
+    /// Re-sign timestamp (and snapshot when it nears expiry) with the online keys; a no-op when nothing
+    /// nears expiry. Fit for cron.
+    Refresh(RefreshArgs),
+}
+
+/// Text for people, JSON for programs.
+#[derive(Debug, Clone, Copy, Default, ValueEnum)]
+enum Output {
+    /// Human-readable text.
+    #[default]
+    Text,
+    /// One JSON document on stdout.
+    Json,
+}
+
+#[derive(Debug, Args)]
+struct OutputArg {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    output: Output,
+}
+
+#[derive(Debug, Args)]
+struct KeygenArgs {
+    /// Where to write the private key; the public key goes to KEY.pub. Neither may exist.
+    #[arg(long, value_name = "KEY")]
+    out: PathBuf,
+    #[command(flatten)]
+    output: OutputArg,
+}
+
+#[derive(Debug, Args)]
+struct RepoInitArgs {
+    /// The repository directory to create (must be absent or empty).
+    #[arg(value_name = "DIR")]
+    dir: PathBuf,
+    /// A root key (private or public; repeat for several holders).
+    #[arg(long = "root-key", value_name = "KEY", required = true)]
+    root_keys: Vec<PathBuf>,
+    /// How many distinct root keys must sign a root.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    root_threshold: u64,
+    /// The targets key (private key, or public when another machine signs releases).
+    #[arg(long = "targets-key", value_name = "KEY", required = true)]
+    targets_keys: Vec<PathBuf>,
+    /// The snapshot key.
+    #[arg(long = "snapshot-key", value_name = "KEY", required = true)]
+    snapshot_keys: Vec<PathBuf>,
+    /// The timestamp key.
+    #[arg(long = "timestamp-key", value_name = "KEY", required = true)]
+    timestamp_keys: Vec<PathBuf>,
+    /// A role's lifetime, e.g. `root=365d`, `timestamp=7d`, `snapshot=-1d` (units s, m, h, d, w).
+    #[arg(long = "expires", value_name = "ROLE=DURATION")]
+    expires: Vec<String>,
+    /// Remember the private key paths given in REPO/.mast/keys.json, so later commands need no key flags.
+    #[arg(long)]
+    remember_keys: bool,
+    #[command(flatten)]
+    output: OutputArg,
+}
+
+#[derive(Debug, Args)]
+struct RootSignArgs {
+    /// The repository directory.
+    #[arg(value_name = "REPO")]
+    repo: PathBuf,
+    /// A root private key to sign with (repeatable).
+    #[arg(long = "key", value_name = "KEY", required = true)]
+    keys: Vec<PathBuf>,
+    #[command(flatten)]
+    output: OutputArg,
+}
+
+#[derive(Debug, Args)]
+struct RootStatusArgs {
+    /// The repository directory.
+    #[arg(value_name = "REPO")]
+    repo: PathBuf,
+    #[command(flatten)]
+    output: OutputArg,
+}
+
+#[derive(Debug, Args)]
+struct RootRotateArgs {
+    /// The repository directory.
+    #[arg(value_name = "REPO")]
+    repo: PathBuf,
+    /// The new root keys (replace the current ones; private or public).
+    #[arg(long = "root-key", value_name = "KEY")]
+    root_keys: Vec<PathBuf>,
+    /// The new root threshold.
+    #[arg(long, value_name = "N")]
+    root_threshold: Option<u64>,
+    /// New targets keys.
+    #[arg(long = "targets-key", value_name = "KEY")]
+    targets_keys: Vec<PathBuf>,
+    /// New snapshot keys.
+    #[arg(long = "snapshot-key", value_name = "KEY")]
+    snapshot_keys: Vec<PathBuf>,
+    /// New timestamp keys.
+    #[arg(long = "timestamp-key", value_name = "KEY")]
+    timestamp_keys: Vec<PathBuf>,
+    /// The new root's lifetime, e.g. `root=365d`.
+    #[arg(long = "expires", value_name = "root=DURATION")]
+    expires: Vec<String>,
+    /// Replace a pending root that has not been published yet.
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    output: OutputArg,
+}
+
+#[derive(Debug, Args)]
+struct PackArgs {
+    /// The directory of rendered manifests.
+    #[arg(value_name = "DIR")]
+    dir: PathBuf,
+    /// Where to write the bundle: the canonical tar (its sha256 names the content).
+    #[arg(long, value_name = "BUNDLE")]
+    out: PathBuf,
+    #[command(flatten)]
+    output: OutputArg,
+}
+
+#[derive(Debug, Args)]
+struct OnlineKeyArgs {
+    /// The targets private key (default: remembered in REPO/.mast/keys.json, or $MAST_TARGETS_KEY).
+    #[arg(long = "targets-key", value_name = "KEY", env = "MAST_TARGETS_KEY")]
+    targets_key: Option<PathBuf>,
+    /// The snapshot private key (default: remembered, or $MAST_SNAPSHOT_KEY).
+    #[arg(long = "snapshot-key", value_name = "KEY", env = "MAST_SNAPSHOT_KEY")]
+    snapshot_key: Option<PathBuf>,
+    /// The timestamp private key (default: remembered, or $MAST_TIMESTAMP_KEY).
+    #[arg(long = "timestamp-key", value_name = "KEY", env = "MAST_TIMESTAMP_KEY")]
+    timestamp_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct ReleaseArgs {
+    /// The repository directory.
+    #[arg(value_name = "REPO")]
+    repo: PathBuf,
+    /// The bundle made by `mast pack` (a canonical tar).
+    #[arg(value_name = "BUNDLE")]
+    bundle: PathBuf,
+    /// The channel (a DNS label: `prod`, `canary-eu`).
+    #[arg(long, value_name = "CHANNEL")]
+    channel: String,
+    /// The release number; default one above the channel's highest.
+    #[arg(long, value_name = "N")]
+    release: Option<u64>,
+    /// Rollout waves, e.g. `10%@+0h,50%@+2h,100%@+1d` (default: everyone at once).
+    #[arg(long, value_name = "SPEC")]
+    waves: Option<String>,
+    /// The oldest agent version that may apply this release.
+    #[arg(long, value_name = "X.Y.Z", default_value = "0.1.0")]
+    min_agent_version: String,
+    #[command(flatten)]
+    keys: OnlineKeyArgs,
+    #[command(flatten)]
+    output: OutputArg,
+}
+
+#[derive(Debug, Args)]
+struct RefreshArgs {
+    /// The repository directory.
+    #[arg(value_name = "REPO")]
+    repo: PathBuf,
+    /// Re-sign when an expiry falls within this window (default 2d; units s, m, h, d, w).
+    #[arg(long, value_name = "DURATION", default_value = "2d")]
+    window: String,
+    /// Re-sign the timestamp even when nothing nears expiry.
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    keys: OnlineKeyArgs,
+    #[command(flatten)]
+    output: OutputArg,
+}
+
+#[derive(Debug, Args)]
+struct InspectArgs {
+    /// A bundle file (tar or tar.gz) or a repository directory.
+    #[arg(value_name = "BUNDLE|REPO")]
+    path: PathBuf,
+    /// Warn when an expiry is closer than this (default 3d).
+    #[arg(long, value_name = "DURATION", default_value = "3d")]
+    warn_within: String,
+    #[command(flatten)]
+    output: OutputArg,
+}
 
 fn main() -> ExitCode {
-    let _cli = Cli::parse();
-    eprintln!(
-        "mast {}: no command is implemented yet",
-        env!("CARGO_PKG_VERSION")
-    );
-    ExitCode::from(64)
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // clap prints help and version to stdout with success, and usage errors to stderr.
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(64)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mast: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Keygen(_)
+        | Command::Repo(_)
+        | Command::Root(_)
+        | Command::Pack(_)
+        | Command::Release(_)
+        | Command::Timestamp(_)
+        | Command::Inspect(_) => anyhow::bail!("not implemented yet"),
+    }
 }
