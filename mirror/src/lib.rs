@@ -13,7 +13,10 @@
 //! Each implements [`MirrorRead`] (capped, streaming reads that keep the validators an agent needs for
 //! conditional and resumed requests) and [`MirrorWrite`] (existence checks and atomic puts in an order the
 //! caller controls). [`Mirror`] dispatches over the three, parsed from a [`MirrorSpec`].
+//!
+//! [`client`] runs the TUF client workflow over any [`MirrorRead`] and reads verified targets.
 
+pub mod client;
 mod dir;
 mod error;
 mod http;
