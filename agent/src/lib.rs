@@ -1,10 +1,16 @@
 //! The mast edge agent.
 //!
 //! The agent pulls signed, content-addressed bundles from an ordered list of mirrors, verifies them with
-//! [`mast_protocol`]'s TUF client workflow, and applies them to the local cluster. The fetch side (mirrors,
-//! SQLite state, scheduler) and the apply side (server-side apply, prune, health, rollback, drift) land in
-//! their own modules; this crate currently carries the command-line surface only.
+//! [`mast_protocol`]'s TUF client workflow, and applies them to the local cluster.
+//!
+//! - [`schedule`]: when to poll next (interval, jitter, backoff, `Retry-After`) and when a release may be
+//!   applied (rollout waves, change windows), as pure functions of time.
+//! - [`telemetry`]: logs, metrics, the admin endpoints and systemd notification.
+//!
+//! The fetch loop (mirrors, SQLite state) and the apply side (server-side apply, prune, health, rollback,
+//! drift) are not written yet; see the README's status table.
 
+pub mod schedule;
 pub mod telemetry;
 
 /// The agent's own version, compared with a release's signed minimum agent version.

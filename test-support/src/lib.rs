@@ -24,9 +24,12 @@
 //! assert_eq!(response.status, 200);
 //! ```
 //!
-//! Everything here is plain `std` (processes, sockets, a minimal HTTP/1.1 client) so that any test, async
-//! or not, can use it without pulling a runtime in.
+//! Everything here but the fault proxy is plain `std` (processes, sockets, a minimal HTTP/1.1 client) so
+//! that any test, async or not, can use it without a runtime. [`FaultProxy`], which puts link faults
+//! (cuts, resets, stalls, throttling, corruption, refusals) between a client and one of these servers, runs
+//! on tokio: on its own runtime thread for sync tests, or on the caller's runtime.
 
+pub mod fault_proxy;
 pub mod http;
 mod net;
 mod nginx;
@@ -35,6 +38,7 @@ mod python;
 mod registry;
 mod tools;
 
+pub use fault_proxy::{FaultControl, FaultProxy};
 pub use net::{free_port, wait_for_port};
 pub use nginx::{LoggedRequest, Nginx, NginxConfig};
 pub use python::HttpServer;
