@@ -58,7 +58,11 @@ fn max_age_delays_success_up_to_the_ceiling() {
     let ok = |secs| PollOutcome::Success {
         max_age: Some(S(secs)),
     };
-    assert_eq!(p.next_delay(ok(60), 0.0), S(300), "a short max-age changes nothing");
+    assert_eq!(
+        p.next_delay(ok(60), 0.0),
+        S(300),
+        "a short max-age changes nothing"
+    );
     assert_eq!(p.next_delay(ok(900), 0.5), S(900));
     assert_eq!(
         p.next_delay(ok(86_400), 0.0),

@@ -82,9 +82,7 @@ impl ChangeWindow {
         if start == end {
             return Err(bad("a window must not end when it starts"));
         }
-        if offset.seconds_past_minute() != 0
-            || offset.whole_minutes().abs() > MAX_OFFSET_MINUTES
-        {
+        if offset.seconds_past_minute() != 0 || offset.whole_minutes().abs() > MAX_OFFSET_MINUTES {
             return Err(bad("the offset must be whole minutes within ±18:00"));
         }
         // Midnight as an end is the same instant whichever way it is written; keep one spelling.

@@ -63,9 +63,15 @@ fn crossing_midnight_belongs_to_the_day_it_opened() {
     let nights = w("Mon-Fri 22:00-02:00");
     assert!(!nights.contains(at(0, 1, 0)), "Monday 01:00 follows Sunday");
     assert!(nights.contains(at(0, 22, 0)));
-    assert!(nights.contains(at(1, 1, 59)), "Tuesday 01:59 is Monday's night");
+    assert!(
+        nights.contains(at(1, 1, 59)),
+        "Tuesday 01:59 is Monday's night"
+    );
     assert!(!nights.contains(at(1, 2, 0)), "the end is exclusive");
-    assert!(nights.contains(at(5, 1, 0)), "Saturday 01:00 is Friday's night");
+    assert!(
+        nights.contains(at(5, 1, 0)),
+        "Saturday 01:00 is Friday's night"
+    );
     assert!(!nights.contains(at(5, 22, 0)));
 }
 
