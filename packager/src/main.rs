@@ -34,6 +34,10 @@ enum Command {
     Timestamp(TimestampCommand),
     /// Describe a bundle (objects, sizes) or a repository (channels, releases, expiries).
     Inspect(InspectArgs),
+    /// Verify a repository, then upload what a mirror lacks (dir:, http(s)://, oci://), timestamp last.
+    Publish(mast_packager::publish::PublishArgs),
+    /// Verify a mirror as a new site would and print the release of a channel it would apply.
+    Verify(mast_packager::verify::VerifyArgs),
 }
 
 /// `mast repo …`
@@ -281,5 +285,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         | Command::Release(_)
         | Command::Timestamp(_)
         | Command::Inspect(_) => anyhow::bail!("not implemented yet"),
+        Command::Publish(args) => Ok(mast_packager::publish::command(args)?),
+        Command::Verify(args) => Ok(mast_packager::verify::command(args)?),
     }
 }

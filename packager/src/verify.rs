@@ -1,0 +1,398 @@
+//! `mast verify MIRROR --root ROOT.json --channel C`: checks a mirror exactly as a new site would, and says
+//! which release that site would apply.
+//!
+//! From the given root (the one sites ship with), the TUF client workflow walks the root chain and
+//! refreshes timestamp, snapshot and targets ([`mast_mirror::client`]); the channel's release is chosen by
+//! [`select_release`], the agent's own rule; then both forms are downloaded and checked end to end: the
+//! bundle against its signed length and sha256, gunzipped within the signed tar length to the signed tar
+//! digest, and walked with the agent's limits; the index against its signed length and sha256, and every
+//! chunk against the index before decompression, reassembled to the same tar digest. Any failure is an
+//! error naming the file; nothing is written anywhere.
+//!
+//! Releases are read from the top-level targets role, where `mast release` signs them.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::path::PathBuf;
+
+use mast_mirror::client::{Client, ClientError, MemoryStore, fetch_target, fetch_verified};
+use mast_mirror::{Mirror, MirrorOptions, MirrorRead, MirrorSpec, ObjectPath};
+use mast_protocol::bundle::{
+    ChunkIndex, IndexLimits, Reassembler, WalkLimits, gunzip_bounded, walk,
+};
+use mast_protocol::digest::Sha256Digest;
+use mast_protocol::release::{AgentVersion, Channel, NamedTarget, select_release};
+use mast_protocol::tuf::verify::signed_sha256;
+use mast_protocol::tuf::{Limits, TrustedMetadata};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::publish::OutputFormat;
+
+/// `mast verify` arguments.
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// The mirror: `dir:PATH`, `file:///PATH`, `http(s)://…`, `oci://REGISTRY/REPOSITORY`, `oci+http://…`.
+    #[arg(value_name = "MIRROR")]
+    pub mirror: MirrorSpec,
+    /// The root metadata sites trust (usually `metadata/1.root.json` of the repository).
+    #[arg(long, value_name = "ROOT.json")]
+    pub root: PathBuf,
+    /// The channel to verify.
+    #[arg(long, value_name = "CHANNEL")]
+    pub channel: Channel,
+    /// Verify as an agent of this version would (releases may require a minimum).
+    #[arg(long, value_name = "X.Y.Z", default_value = env!("CARGO_PKG_VERSION"))]
+    pub agent_version: String,
+    /// Extra CA certificates (PEM) to trust for https and oci mirrors.
+    #[arg(long, value_name = "PEM")]
+    pub ca_file: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: OutputFormat,
+}
+
+/// Why a mirror does not verify.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// The root file cannot be read or is not a valid, self-signed root.
+    #[error("--root {}: {reason}", path.display())]
+    Root {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A flag that cannot be used.
+    #[error("{0}")]
+    Usage(String),
+    /// The TUF workflow or a download refused what the mirror serves.
+    #[error("{mirror}: {source}")]
+    Client {
+        /// The mirror.
+        mirror: String,
+        /// What failed.
+        #[source]
+        source: ClientError,
+    },
+    /// The channel's releases are malformed, rolled back, or need a newer agent.
+    #[error("{mirror}: channel {channel}: {reason}")]
+    Release {
+        /// The mirror.
+        mirror: String,
+        /// The channel.
+        channel: Channel,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The channel has no complete release.
+    #[error("{mirror}: channel {channel} has no release (no bundle and index pair is signed)")]
+    NoRelease {
+        /// The mirror.
+        mirror: String,
+        /// The channel.
+        channel: Channel,
+    },
+    /// A bundle or index whose content is not the release it is signed as.
+    #[error("{mirror}: {object}: {reason}")]
+    Content {
+        /// The mirror.
+        mirror: String,
+        /// The object.
+        object: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// One target of the verified release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VerifiedTarget {
+    /// The target name (`channels/C/N/bundle.tar.gz`).
+    pub target: String,
+    /// Its sha256.
+    pub sha256: String,
+    /// Its length.
+    pub length: u64,
+}
+
+/// The release a site would apply, and what was checked.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    /// The mirror.
+    pub mirror: String,
+    /// The channel.
+    pub channel: String,
+    /// The release number a site would apply.
+    pub release: u64,
+    /// sha256 of the uncompressed canonical tar.
+    pub tar_sha256: String,
+    /// Its length.
+    pub tar_length: u64,
+    /// Regular files in the bundle.
+    pub files: usize,
+    /// The whole bundle.
+    pub bundle: VerifiedTarget,
+    /// The chunk index.
+    pub index: VerifiedTarget,
+    /// Chunks in the index (distinct).
+    pub chunks: usize,
+    /// Their compressed bytes.
+    pub chunk_bytes: u64,
+    /// The minimum agent version.
+    pub min_agent_version: String,
+    /// Trusted versions: root, timestamp, snapshot, targets.
+    pub metadata: MetadataVersions,
+}
+
+/// The versions of the metadata the verdict rests on.
+#[derive(Debug, Clone, Serialize)]
+pub struct MetadataVersions {
+    /// Root.
+    pub root: u64,
+    /// Timestamp.
+    pub timestamp: u64,
+    /// Snapshot.
+    pub snapshot: u64,
+    /// Targets.
+    pub targets: u64,
+}
+
+/// Runs `mast verify` and prints its report on stdout.
+pub fn command(args: VerifyArgs) -> Result<(), VerifyError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| VerifyError::Usage(format!("tokio runtime: {e}")))?;
+    let report = runtime.block_on(verify_args(&args, OffsetDateTime::now_utc()))?;
+    match args.output {
+        OutputFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        ),
+        OutputFormat::Text => {
+            let m = &report.metadata;
+            println!(
+                "{}: verified (root v{}, timestamp v{}, snapshot v{}, targets v{})",
+                report.mirror, m.root, m.timestamp, m.snapshot, m.targets
+            );
+            println!(
+                "channel {}: a site would apply release {} (tar sha256:{}, {} bytes, {} files)",
+                report.channel, report.release, report.tar_sha256, report.tar_length, report.files
+            );
+            for t in [&report.bundle, &report.index] {
+                println!("  {}  sha256:{}  {} bytes", t.target, t.sha256, t.length);
+            }
+            println!("  {} chunks, {} bytes", report.chunks, report.chunk_bytes);
+        }
+    }
+    Ok(())
+}
+
+/// Opens the mirror and root the arguments name and verifies as of `now`.
+pub async fn verify_args(
+    args: &VerifyArgs,
+    now: OffsetDateTime,
+) -> Result<VerifyReport, VerifyError> {
+    let root = std::fs::read(&args.root).map_err(|e| VerifyError::Root {
+        path: args.root.clone(),
+        reason: e.to_string(),
+    })?;
+    let agent = AgentVersion::parse_release(&args.agent_version)
+        .map_err(|e| VerifyError::Usage(format!("--agent-version: {e}")))?;
+    let options = MirrorOptions {
+        ca_file: args.ca_file.clone(),
+        ..MirrorOptions::default()
+    };
+    let mirror =
+        Mirror::open(&args.mirror, &options).map_err(|e| VerifyError::Usage(format!("{e}")))?;
+    let trusted = TrustedMetadata::new(&root).map_err(|e| VerifyError::Root {
+        path: args.root.clone(),
+        reason: e.to_string(),
+    })?;
+    verify(&mirror, trusted, root, &args.channel, &agent, now).await
+}
+
+/// Verifies `mirror` from `trusted` (whose bytes are `root`) as a new site running `agent` would at `now`,
+/// and returns the release of `channel` it would apply.
+pub async fn verify<M: MirrorRead>(
+    mirror: &M,
+    trusted: TrustedMetadata,
+    root: Vec<u8>,
+    channel: &Channel,
+    agent: &AgentVersion,
+    now: OffsetDateTime,
+) -> Result<VerifyReport, VerifyError> {
+    let name = mirror.describe();
+    let client_err = |source| VerifyError::Client {
+        mirror: name.clone(),
+        source,
+    };
+    let mut client = Client::new(
+        mirror,
+        MemoryStore::with_root(root),
+        trusted,
+        now,
+        Limits::default(),
+    );
+    client.refresh().await.map_err(client_err)?;
+    let t = client.trusted();
+    let metadata = MetadataVersions {
+        root: t.root().version(),
+        timestamp: t.timestamp().map_or(0, |x| x.version()),
+        snapshot: t.snapshot().map_or(0, |x| x.version()),
+        targets: t.targets().map_or(0, |x| x.version()),
+    };
+    let targets = t
+        .targets()
+        .map(|x| x.signed.targets.clone())
+        .unwrap_or_default();
+    let selected = select_release(
+        targets.iter().map(|(n, f)| (n.as_str(), f)),
+        channel,
+        None,
+        agent,
+    )
+    .map_err(|e| VerifyError::Release {
+        mirror: name.clone(),
+        channel: channel.clone(),
+        reason: e.to_string(),
+    })?
+    .ok_or_else(|| VerifyError::NoRelease {
+        mirror: name.clone(),
+        channel: channel.clone(),
+    })?;
+    // The lookup a site makes (delegations and all) must give the same targets the listing did.
+    for named in [&selected.bundle, &selected.index] {
+        let found = client.find_target(&named.name).await.map_err(client_err)?;
+        if found != named.file {
+            return Err(content(
+                &name,
+                &named.name,
+                "the lookup disagrees with the listing",
+            ));
+        }
+    }
+    let release = &selected.release;
+
+    let mut gz = Vec::new();
+    fetch_target(
+        mirror,
+        &selected.bundle.name,
+        &selected.bundle.file,
+        &mut gz,
+    )
+    .await
+    .map_err(client_err)?;
+    let tar = gunzip_bounded(&gz, release.tar_length)
+        .map_err(|e| content(&name, &selected.bundle.name, &e.to_string()))?;
+    if tar.len() as u64 != release.tar_length || Sha256Digest::of(&tar) != release.tar_sha256 {
+        return Err(content(
+            &name,
+            &selected.bundle.name,
+            "does not hold the tar its custom.mast signs",
+        ));
+    }
+    let files = walk(&tar, &WalkLimits::default())
+        .map_err(|e| content(&name, &selected.bundle.name, &e.to_string()))?
+        .len();
+
+    let mut index_bytes = Vec::new();
+    fetch_target(
+        mirror,
+        &selected.index.name,
+        &selected.index.file,
+        &mut index_bytes,
+    )
+    .await
+    .map_err(client_err)?;
+    let index = ChunkIndex::from_slice(&index_bytes, &IndexLimits::default())
+        .map_err(|e| content(&name, &selected.index.name, &e.to_string()))?;
+    if index.tar_sha256() != release.tar_sha256 || index.tar_length() != release.tar_length {
+        return Err(content(
+            &name,
+            &selected.index.name,
+            "describes another tar than its custom.mast",
+        ));
+    }
+    let (chunks, chunk_bytes) = reassemble(mirror, &index).await.map_err(|e| match e {
+        Reassembly::Fetch(source) => client_err(source),
+        Reassembly::Bundle(reason) => content(&name, &selected.index.name, &reason),
+    })?;
+
+    Ok(VerifyReport {
+        mirror: name.clone(),
+        channel: channel.to_string(),
+        release: release.number.get(),
+        tar_sha256: release.tar_sha256.to_hex(),
+        tar_length: release.tar_length,
+        files,
+        bundle: verified(&selected.bundle),
+        index: verified(&selected.index),
+        chunks,
+        chunk_bytes,
+        min_agent_version: release.min_agent_version.to_string(),
+        metadata,
+    })
+}
+
+enum Reassembly {
+    Fetch(ClientError),
+    Bundle(String),
+}
+
+/// Fetches each distinct chunk once, checks it against the index before zstd sees it, and rebuilds the
+/// tar's digest; returns the distinct chunks and their bytes.
+async fn reassemble<M: MirrorRead>(
+    mirror: &M,
+    index: &ChunkIndex,
+) -> Result<(usize, u64), Reassembly> {
+    let mut reassembler = Reassembler::new(index);
+    let mut held: HashMap<Sha256Digest, Vec<u8>> = HashMap::new();
+    let mut bytes = 0;
+    while let Some(entry) = reassembler.next_chunk() {
+        let digest = entry.sha256();
+        let compressed = match held.entry(digest) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(slot) => {
+                let mut compressed = Vec::new();
+                fetch_verified(
+                    mirror,
+                    &ObjectPath::Chunk(digest),
+                    entry.length(),
+                    &digest,
+                    &mut compressed,
+                )
+                .await
+                .map_err(Reassembly::Fetch)?;
+                bytes += entry.length();
+                slot.insert(compressed)
+            }
+        };
+        reassembler
+            .feed(compressed)
+            .map_err(|e| Reassembly::Bundle(format!("chunk {digest}: {e}")))?;
+    }
+    reassembler
+        .finish()
+        .map_err(|e| Reassembly::Bundle(e.to_string()))?;
+    Ok((held.len(), bytes))
+}
+
+fn verified(named: &NamedTarget) -> VerifiedTarget {
+    VerifiedTarget {
+        target: named.name.clone(),
+        sha256: signed_sha256(&named.file.hashes)
+            .map(|d| d.to_hex())
+            .unwrap_or_default(),
+        length: named.file.length,
+    }
+}
+
+fn content(mirror: &str, object: &str, reason: &str) -> VerifyError {
+    VerifyError::Content {
+        mirror: mirror.to_owned(),
+        object: object.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
