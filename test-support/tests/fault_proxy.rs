@@ -4,6 +4,9 @@
 //! The upstream is a plain TCP server that writes a fixed payload to every connection and closes, so what
 //! the client reads is exactly what the proxy let through.
 
+// Helpers outside #[test] fns panic as the failure report, as the tests themselves do.
+#![allow(clippy::unwrap_used)]
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::thread;

@@ -1,0 +1,88 @@
+//! The state database's schema, as an ordered list of migrations.
+//!
+//! `PRAGMA user_version` holds the number of migrations applied. Each migration runs in its own
+//! transaction together with the version bump, so a crash mid-migration leaves the previous version. A
+//! migration, once released, is never edited: changes are new migrations appended to [`MIGRATIONS`].
+
+use rusqlite::Connection;
+
+/// The schema version this agent writes: the number of migrations it knows.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Every migration, oldest first. Index `i` takes the schema from version `i` to `i + 1`.
+const MIGRATIONS: [&str; 1] = [
+    // 1: the fetch side's state.
+    "
+    CREATE TABLE trusted_metadata (
+        role      TEXT PRIMARY KEY,
+        version   INTEGER NOT NULL CHECK (version >= 1),
+        bytes     BLOB NOT NULL,
+        stored_at TEXT NOT NULL
+    ) STRICT;
+    CREATE TABLE highest_versions (
+        role    TEXT PRIMARY KEY,
+        version INTEGER NOT NULL CHECK (version >= 1)
+    ) STRICT;
+    CREATE TABLE releases (
+        channel    TEXT NOT NULL,
+        number     INTEGER NOT NULL CHECK (number >= 0),
+        tar_sha256 TEXT NOT NULL,
+        first_seen TEXT NOT NULL,
+        PRIMARY KEY (channel, number)
+    ) STRICT;
+    CREATE TABLE chunks (
+        sha256    TEXT PRIMARY KEY,
+        bytes     BLOB NOT NULL,
+        stored_at TEXT NOT NULL
+    ) STRICT;
+    CREATE TABLE release_chunks (
+        channel TEXT NOT NULL,
+        number  INTEGER NOT NULL,
+        sha256  TEXT NOT NULL,
+        PRIMARY KEY (channel, number, sha256),
+        FOREIGN KEY (channel, number) REFERENCES releases (channel, number) ON DELETE CASCADE
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX release_chunks_by_chunk ON release_chunks (sha256);
+    CREATE TABLE downloads (
+        object        TEXT PRIMARY KEY,
+        mirror        TEXT NOT NULL,
+        sha256        TEXT NOT NULL,
+        length        INTEGER NOT NULL CHECK (length >= 0),
+        received      INTEGER NOT NULL CHECK (received >= 0 AND received <= length),
+        etag          TEXT,
+        last_modified TEXT,
+        updated_at    TEXT NOT NULL
+    ) STRICT;
+    CREATE TABLE journal (
+        id      INTEGER PRIMARY KEY AUTOINCREMENT,
+        channel TEXT NOT NULL,
+        number  INTEGER NOT NULL,
+        state   TEXT NOT NULL CHECK (state IN ('staged', 'applied', 'healthy', 'failed', 'rolled_back')),
+        at      TEXT NOT NULL,
+        detail  TEXT NOT NULL DEFAULT ''
+    ) STRICT;
+    CREATE TABLE outbox (
+        id       INTEGER PRIMARY KEY AUTOINCREMENT,
+        created  TEXT NOT NULL,
+        kind     TEXT NOT NULL,
+        body     TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0
+    ) STRICT;
+    CREATE TABLE facts (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) STRICT;
+    ",
+];
+
+/// Applies the migrations after `from`, each with its version bump in one transaction.
+pub(super) fn migrate(conn: &mut Connection, from: i64) -> rusqlite::Result<()> {
+    let start = usize::try_from(from).unwrap_or(0);
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(start) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", index as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
