@@ -35,7 +35,7 @@ pub use error::{ErrorKind, MirrorError};
 pub use http::{HttpMirror, PresignCommand};
 pub use layout::ObjectPath;
 pub use oci::OciMirror;
-pub use transport::{MirrorRead, MirrorWrite, ReleaseObjects, Response};
+pub use transport::{Conditions, Fetched, MirrorRead, MirrorWrite, ReleaseObjects, Response};
 
 /// Where a mirror is, as written on a command line or in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +84,14 @@ impl FromStr for MirrorSpec {
             if host.is_empty() || host.starts_with('/') || s.contains(['?', '#']) {
                 return Err(bad("needs a host and no query or fragment"));
             }
+            // Credentials in a URL end up in logs, status output and the state database.
+            if host
+                .split('/')
+                .next()
+                .is_some_and(|authority| authority.contains('@'))
+            {
+                return Err(bad("credentials do not belong in a mirror URL"));
+            }
             return Ok(Self::Http(s.trim_end_matches('/').to_owned()));
         }
         let (rest, plain_http) = if let Some(rest) = s.strip_prefix("oci+http://") {
@@ -97,6 +105,9 @@ impl FromStr for MirrorSpec {
             .split_once('/')
             .filter(|(r, p)| !r.is_empty() && !p.is_empty())
             .ok_or_else(|| bad("needs REGISTRY/REPOSITORY"))?;
+        if registry.contains('@') {
+            return Err(bad("credentials do not belong in a mirror URL"));
+        }
         // The distribution spec's repository grammar: lowercase path components separated by `/`.
         let component_ok = |c: &str| {
             !c.is_empty()
@@ -178,6 +189,19 @@ impl MirrorRead for Mirror {
             Self::Dir(m) => m.get(object, max_length).await,
             Self::Http(m) => m.get(object, max_length).await,
             Self::Oci(m) => m.get(object, max_length).await,
+        }
+    }
+
+    async fn get_with(
+        &self,
+        object: &ObjectPath,
+        max_length: u64,
+        conditions: &Conditions,
+    ) -> Result<Fetched, MirrorError> {
+        match self {
+            Self::Dir(m) => m.get_with(object, max_length, conditions).await,
+            Self::Http(m) => m.get_with(object, max_length, conditions).await,
+            Self::Oci(m) => m.get_with(object, max_length, conditions).await,
         }
     }
 
