@@ -1,0 +1,119 @@
+//! A publish killed with SIGKILL at any point leaves a mirror that verifies — with the old release until
+//! the new timestamp has landed, the new one after — and the next publish finishes the job, sending only
+//! what is still missing.
+//!
+//! The real `mast` binary publishes over WebDAV into nginx through the fault proxy, throttled so that the
+//! upload takes seconds; it is killed once nginx has logged a given number of `PUT`s.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod publish_support;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use mast_test_support::fault_proxy::{Close, FaultProxy, Faults};
+use mast_test_support::{Nginx, NginxConfig};
+use publish_support::{TestRepo, as_files, manifests, mast, run_json};
+
+fn puts(nginx: &Nginx) -> Vec<(String, u16)> {
+    nginx
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PUT")
+        .map(|r| (r.uri, r.status))
+        .collect()
+}
+
+#[test]
+fn a_publish_killed_midway_never_leaves_a_torn_mirror() {
+    if !Nginx::available() {
+        return;
+    }
+    let served = tempfile::tempdir().unwrap();
+    let nginx = NginxConfig::new(served.path()).start();
+    let proxy = FaultProxy::start(([127, 0, 0, 1], nginx.port()).into()).unwrap();
+    let mut repo = TestRepo::new();
+    let root = repo.root_file();
+    let verify = || {
+        run_json(&[
+            "verify",
+            &nginx.base_url(),
+            "--root",
+            root.to_str().unwrap(),
+            "--channel",
+            "prod",
+        ])
+    };
+
+    let first = repo.release("prod", 1, &as_files(&manifests(4, 30_000, 9)));
+    run_json(&[
+        "publish",
+        repo.path().to_str().unwrap(),
+        "--to",
+        &nginx.base_url(),
+    ]);
+    assert_eq!(verify()["release"], 1);
+
+    // About 2.4 MB of new chunks and as much again of bundle: seconds at 1 MB/s.
+    let second = repo.release("prod", 2, &as_files(&manifests(40, 60_000, 10)));
+    let total = second.chunks.len() + 2 + 3;
+    proxy
+        .control()
+        .set_faults(Faults::none().throttle(1_000_000));
+    let before = puts(&nginx).len();
+    for kill_after in [3, 15, second.chunks.len() + 1] {
+        let mut child = mast()
+            .args(["publish", repo.path().to_str().unwrap(), "--to"])
+            .arg(proxy.url(""))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "publish finished before {kill_after} PUTs; throttle it harder"
+            );
+            if puts(&nginx).len() >= before + kill_after {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no progress: {:?}", puts(&nginx));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        proxy.control().disconnect_all(Close::Reset);
+
+        let timestamp_landed = puts(&nginx)
+            .iter()
+            .skip(before)
+            .any(|(uri, status)| uri.ends_with("/metadata/timestamp.json") && *status < 300);
+        let verdict = verify();
+        let expected = if timestamp_landed { 2 } else { 1 };
+        assert_eq!(
+            verdict["release"], expected,
+            "killed after {kill_after}: {verdict}"
+        );
+        if expected == 1 {
+            assert_eq!(verdict["tar_sha256"], first.tar_sha256.to_hex());
+        }
+    }
+    let sent_while_killed = puts(&nginx).len() - before;
+    assert!(sent_while_killed < total, "{sent_while_killed} of {total}");
+
+    proxy.control().pass_through();
+    let report = run_json(&[
+        "publish",
+        repo.path().to_str().unwrap(),
+        "--to",
+        &proxy.url(""),
+    ]);
+    let resumed = report["uploaded"].as_u64().unwrap() as usize;
+    assert!(resumed >= 1 && resumed < total, "{report}");
+    assert_eq!(report["timestamp_uploaded"], true);
+    let verdict = verify();
+    assert_eq!(verdict["release"], 2, "{verdict}");
+    assert_eq!(verdict["tar_sha256"], second.tar_sha256.to_hex());
+}
