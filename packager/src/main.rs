@@ -5,6 +5,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use mast_packager::durations::{Lifetime, parse_duration};
+use mast_packager::release::ReleaseArgs as Release;
+use mast_packager::signers::OnlineKeyPaths;
+use mast_packager::{ExitStatus, exit, init, inspect, keys, pack, release, root, timestamp};
+use mast_protocol::release::{AgentVersion, Channel};
+use time::{Duration, OffsetDateTime};
 
 /// The mast packager: keys, TUF repositories, bundles and releases.
 #[derive(Debug, Parser)]
@@ -113,12 +119,13 @@ struct RepoInitArgs {
     /// The timestamp key.
     #[arg(long = "timestamp-key", value_name = "KEY", required = true)]
     timestamp_keys: Vec<PathBuf>,
-    /// A role's lifetime, e.g. `root=365d`, `timestamp=7d`, `snapshot=-1d` (units s, m, h, d, w).
+    /// A role's lifetime, e.g. `root=365d`, `timestamp=7d` (units s, m, h, d, w; repeatable).
     #[arg(long = "expires", value_name = "ROLE=DURATION")]
-    expires: Vec<String>,
-    /// Remember the private key paths given in REPO/.mast/keys.json, so later commands need no key flags.
+    expires: Vec<Lifetime>,
+    /// Do not remember the online private key paths in REPO/.mast/config.json (then every release and
+    /// refresh needs key flags or MAST_*_KEY variables).
     #[arg(long)]
-    remember_keys: bool,
+    no_remember_keys: bool,
     #[command(flatten)]
     output: OutputArg,
 }
@@ -131,6 +138,9 @@ struct RootSignArgs {
     /// A root private key to sign with (repeatable).
     #[arg(long = "key", value_name = "KEY", required = true)]
     keys: Vec<PathBuf>,
+    /// Online keys, needed when this signature completes a root that changes online roles (or root 1).
+    #[command(flatten)]
+    online: OnlineKeyArgs,
     #[command(flatten)]
     output: OutputArg,
 }
@@ -164,9 +174,9 @@ struct RootRotateArgs {
     /// New timestamp keys.
     #[arg(long = "timestamp-key", value_name = "KEY")]
     timestamp_keys: Vec<PathBuf>,
-    /// The new root's lifetime, e.g. `root=365d`.
-    #[arg(long = "expires", value_name = "root=DURATION")]
-    expires: Vec<String>,
+    /// Lifetimes from now on, e.g. `root=365d` (the new root's), `timestamp=3d`.
+    #[arg(long = "expires", value_name = "ROLE=DURATION")]
+    expires: Vec<Lifetime>,
     /// Replace a pending root that has not been published yet.
     #[arg(long)]
     force: bool,
@@ -209,7 +219,7 @@ struct ReleaseArgs {
     bundle: PathBuf,
     /// The channel (a DNS label: `prod`, `canary-eu`).
     #[arg(long, value_name = "CHANNEL")]
-    channel: String,
+    channel: Channel,
     /// The release number; default one above the channel's highest.
     #[arg(long, value_name = "N")]
     release: Option<u64>,
@@ -217,8 +227,8 @@ struct ReleaseArgs {
     #[arg(long, value_name = "SPEC")]
     waves: Option<String>,
     /// The oldest agent version that may apply this release.
-    #[arg(long, value_name = "X.Y.Z", default_value = "0.1.0")]
-    min_agent_version: String,
+    #[arg(long, value_name = "X.Y.Z", default_value = "0.0.0", value_parser = AgentVersion::parse_release)]
+    min_agent_version: AgentVersion,
     #[command(flatten)]
     keys: OnlineKeyArgs,
     #[command(flatten)]
@@ -230,9 +240,10 @@ struct RefreshArgs {
     /// The repository directory.
     #[arg(value_name = "REPO")]
     repo: PathBuf,
-    /// Re-sign when an expiry falls within this window (default 2d; units s, m, h, d, w).
-    #[arg(long, value_name = "DURATION", default_value = "2d")]
-    window: String,
+    /// Re-sign when an expiry falls within this window (default: half the timestamp lifetime; units s, m,
+    /// h, d, w).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    window: Option<Duration>,
     /// Re-sign the timestamp even when nothing nears expiry.
     #[arg(long)]
     force: bool,
@@ -248,8 +259,8 @@ struct InspectArgs {
     #[arg(value_name = "BUNDLE|REPO")]
     path: PathBuf,
     /// Warn when an expiry is closer than this (default 3d).
-    #[arg(long, value_name = "DURATION", default_value = "3d")]
-    warn_within: String,
+    #[arg(long, value_name = "DURATION", default_value = "3d", value_parser = parse_duration)]
+    warn_within: Duration,
     #[command(flatten)]
     output: OutputArg,
 }
@@ -258,10 +269,11 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            // clap prints help and version to stdout with success, and usage errors to stderr.
+            // clap prints help and version to stdout with success, and usage errors (naming the flag) to
+            // stderr.
             let _ = e.print();
             return if e.use_stderr() {
-                ExitCode::from(64)
+                ExitCode::from(exit::USAGE)
             } else {
                 ExitCode::SUCCESS
             };
@@ -270,22 +282,125 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("mast: error: {e:#}");
-            ExitCode::from(1)
+            eprintln!("mast: error: {}", message(&e));
+            ExitCode::from(exit_code(&e))
         }
     }
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    // One instant per command: every expiry it signs and every check it makes agree.
+    let now = OffsetDateTime::now_utc();
     match cli.command {
-        Command::Keygen(_)
-        | Command::Repo(_)
-        | Command::Root(_)
-        | Command::Pack(_)
-        | Command::Release(_)
-        | Command::Timestamp(_)
-        | Command::Inspect(_) => anyhow::bail!("not implemented yet"),
+        Command::Keygen(a) => emit(a.output.output, &keys::generate(&a.out)?),
+        Command::Repo(RepoCommand::Init(a)) => {
+            let args = init::InitArgs {
+                dir: a.dir,
+                root_keys: a.root_keys,
+                root_threshold: a.root_threshold,
+                targets_keys: a.targets_keys,
+                snapshot_keys: a.snapshot_keys,
+                timestamp_keys: a.timestamp_keys,
+                lifetimes: a.expires,
+                remember_keys: !a.no_remember_keys,
+            };
+            emit(a.output.output, &init::init(&args, now)?)
+        }
+        Command::Root(RootCommand::Sign(a)) => {
+            let report = root::sign(&a.repo, &a.keys, &a.online.paths(), now)?;
+            emit(a.output.output, &report)
+        }
+        Command::Root(RootCommand::Rotate(a)) => {
+            let args = root::RotateArgs {
+                repo: a.repo,
+                root_keys: a.root_keys,
+                root_threshold: a.root_threshold,
+                targets_keys: a.targets_keys,
+                snapshot_keys: a.snapshot_keys,
+                timestamp_keys: a.timestamp_keys,
+                lifetimes: a.expires,
+                force: a.force,
+            };
+            emit(a.output.output, &root::rotate(&args, now)?)
+        }
+        Command::Root(RootCommand::Status(a)) => emit(a.output.output, &root::status(&a.repo)?),
+        Command::Pack(a) => emit(a.output.output, &pack::pack(&a.dir, &a.out)?),
+        Command::Release(a) => {
+            let args = Release {
+                repo: a.repo,
+                bundle: a.bundle,
+                channel: a.channel,
+                release: a.release,
+                waves: a.waves,
+                min_agent_version: a.min_agent_version,
+                keys: a.keys.paths(),
+            };
+            emit(a.output.output, &release::release(&args, now)?)
+        }
+        Command::Timestamp(TimestampCommand::Refresh(a)) => {
+            let report = timestamp::refresh(&a.repo, &a.keys.paths(), a.window, a.force, now)?;
+            emit(a.output.output, &report)
+        }
+        Command::Inspect(a) => emit(
+            a.output.output,
+            &inspect::inspect(&a.path, a.warn_within, now)?,
+        ),
         Command::Publish(args) => Ok(mast_packager::publish::command(args)?),
         Command::Verify(args) => Ok(mast_packager::verify::command(args)?),
     }
+}
+
+impl OnlineKeyArgs {
+    fn paths(&self) -> OnlineKeyPaths {
+        OnlineKeyPaths {
+            targets: self.targets_key.clone(),
+            snapshot: self.snapshot_key.clone(),
+            timestamp: self.timestamp_key.clone(),
+        }
+    }
+}
+
+/// Prints a command's report on stdout: text for people, one JSON document for programs.
+fn emit<R: std::fmt::Display + serde::Serialize>(output: Output, report: &R) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let text = match output {
+        Output::Text => report.to_string(),
+        Output::Json => serde_json::to_string_pretty(report)?,
+    };
+    match writeln!(std::io::stdout().lock(), "{text}") {
+        // `mast inspect … | head` closing the pipe early is not a failure of the command.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+/// The error and its causes on one line, skipping a cause whose text its parent already carries (most
+/// errors here name their source in their own message).
+fn message(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
+/// The exit code of the first error in the chain that has one; 1 otherwise.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    fn code<E: ExitStatus + std::error::Error + Send + Sync + 'static>(
+        e: &anyhow::Error,
+    ) -> Option<u8> {
+        e.downcast_ref::<E>().map(ExitStatus::exit_code)
+    }
+    code::<keys::KeyError>(e)
+        .or_else(|| code::<init::InitError>(e))
+        .or_else(|| code::<root::RootError>(e))
+        .or_else(|| code::<pack::PackError>(e))
+        .or_else(|| code::<release::ReleaseError>(e))
+        .or_else(|| code::<timestamp::RefreshError>(e))
+        .or_else(|| code::<inspect::InspectError>(e))
+        .unwrap_or(1)
 }
