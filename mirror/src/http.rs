@@ -5,11 +5,14 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 use reqwest::StatusCode;
-use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, ETAG, LAST_MODIFIED};
+use reqwest::header::{
+    CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, HeaderMap, HeaderValue, IF_MODIFIED_SINCE,
+    IF_NONE_MATCH, IF_RANGE, LAST_MODIFIED, RANGE,
+};
 
 use crate::error::redact;
 use crate::transport::Body;
-use crate::{MirrorError, MirrorRead, MirrorWrite, ObjectPath, Response};
+use crate::{Conditions, Fetched, MirrorError, MirrorRead, MirrorWrite, ObjectPath, Response};
 
 /// A static HTTP origin serving the layout under `base`.
 #[derive(Debug, Clone)]
@@ -50,6 +53,23 @@ impl HttpMirror {
 
     fn url(&self, object: &ObjectPath) -> String {
         format!("{}/{}", self.base, object.as_path())
+    }
+
+    async fn send_get(
+        &self,
+        url: &str,
+        conditions: &Conditions,
+    ) -> Result<reqwest::Response, MirrorError> {
+        self.client
+            .get(url)
+            .headers(condition_headers(conditions, false))
+            .send()
+            .await
+            .map_err(|source| MirrorError::Http {
+                method: "GET",
+                url: redact(url),
+                source,
+            })
     }
 
     async fn write_url(&self, method: &str, object: &ObjectPath) -> Result<String, MirrorError> {
@@ -99,17 +119,36 @@ impl PresignCommand {
 
 impl MirrorRead for HttpMirror {
     async fn get(&self, object: &ObjectPath, max_length: u64) -> Result<Response, MirrorError> {
+        match self
+            .get_with(object, max_length, &Conditions::default())
+            .await?
+        {
+            Fetched::Full(response) => Ok(response),
+            // Only a request with conditions can be answered 304 or 206 (`read` refuses both otherwise).
+            Fetched::NotModified | Fetched::Partial { .. } => Err(MirrorError::Protocol {
+                object: object.as_path(),
+                reason: "a conditional answer to an unconditional GET".to_owned(),
+            }),
+        }
+    }
+
+    async fn get_with(
+        &self,
+        object: &ObjectPath,
+        max_length: u64,
+        conditions: &Conditions,
+    ) -> Result<Fetched, MirrorError> {
         let url = self.url(object);
-        let response = self
-            .client
-            .get(&url)
-            .send()
-            .await
-            .map_err(|source| MirrorError::Http {
-                method: "GET",
-                url: redact(&url),
-                source,
-            })?;
+        let mut response = self.send_get(&url, conditions).await?;
+        let mut conditions = conditions.clone();
+        if response.status() == StatusCode::RANGE_NOT_SATISFIABLE && conditions.resume_from > 0 {
+            // The object is no longer than what we hold, so it is not the object we were reading:
+            // start over, keeping any revalidation the caller asked for.
+            tracing::debug!(%object, from = conditions.resume_from, "range not satisfiable; reading from 0");
+            conditions.resume_from = 0;
+            conditions.if_range = None;
+            response = self.send_get(&url, &conditions).await?;
+        }
         let status = response.status();
         if status == StatusCode::NOT_FOUND || status == StatusCode::GONE {
             return Err(MirrorError::NotFound {
@@ -117,22 +156,7 @@ impl MirrorRead for HttpMirror {
                 mirror: self.describe(),
             });
         }
-        if status != StatusCode::OK {
-            return Err(status_error("GET", &url, response).await);
-        }
-        let header = |name| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let (etag, last_modified) = (header(ETAG), header(LAST_MODIFIED));
-        let length = header(CONTENT_LENGTH).and_then(|v| v.parse().ok());
-        let mut out = Response::new(object, length, max_length, Body::Http(response))?;
-        out.etag = etag;
-        out.last_modified = last_modified;
-        Ok(out)
+        read(object, &url, response, max_length, &conditions).await
     }
 
     fn describe(&self) -> String {
@@ -184,6 +208,133 @@ impl MirrorWrite for HttpMirror {
     }
 }
 
+/// The request headers for `conditions`. `digest_etag` quotes a bare OCI digest, which registries
+/// compare with their quoted `ETag`.
+pub(crate) fn condition_headers(conditions: &Conditions, digest_etag: bool) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    let mut put = |name, value: &str| {
+        // A validator a server sent us is a valid header value; one that is not is dropped, which only
+        // costs a full read.
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(name, value);
+        }
+    };
+    if let Some(etag) = &conditions.if_none_match {
+        if digest_etag && !etag.starts_with('"') {
+            put(IF_NONE_MATCH, &format!("\"{etag}\""));
+        } else {
+            put(IF_NONE_MATCH, etag);
+        }
+    }
+    if let Some(date) = &conditions.if_modified_since {
+        put(IF_MODIFIED_SINCE, date);
+    }
+    if conditions.resume_from > 0 {
+        put(RANGE, &format!("bytes={}-", conditions.resume_from));
+        if let Some(validator) = &conditions.if_range {
+            put(IF_RANGE, validator);
+        }
+    }
+    headers
+}
+
+/// Reads the answer to a GET sent with `conditions`: 200 is the whole object, 304 (only when
+/// revalidating) not modified, 206 (only when resuming) the rest of it from the offset asked, checked
+/// against its `Content-Range`. Anything else is an error; 404, 416 and auth are the caller's.
+pub(crate) async fn read(
+    object: &ObjectPath,
+    url: &str,
+    response: reqwest::Response,
+    max_length: u64,
+    conditions: &Conditions,
+) -> Result<Fetched, MirrorError> {
+    let revalidating = conditions.if_none_match.is_some() || conditions.if_modified_since.is_some();
+    let status = response.status();
+    if status == StatusCode::NOT_MODIFIED && revalidating {
+        return Ok(Fetched::NotModified);
+    }
+    let from = conditions.resume_from;
+    let partial = status == StatusCode::PARTIAL_CONTENT && from > 0;
+    if status != StatusCode::OK && !partial {
+        return Err(status_error("GET", url, response).await);
+    }
+    let header = |name| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let (etag, last_modified) = (header(ETAG), header(LAST_MODIFIED));
+    let length = header(CONTENT_LENGTH).and_then(|v| v.parse().ok());
+    let total = if partial {
+        let range = header(CONTENT_RANGE).unwrap_or_default();
+        let total =
+            check_content_range(&range, from, length).map_err(|reason| MirrorError::Protocol {
+                object: object.as_path(),
+                reason: format!("206 for bytes={from}- with Content-Range {range:?}: {reason}"),
+            })?;
+        if total.is_some_and(|total| total > max_length) {
+            return Err(MirrorError::TooLarge {
+                object: object.as_path(),
+                limit: max_length,
+            });
+        }
+        total
+    } else {
+        None
+    };
+    // A 206 body's cap is what is left of the object's; `from` past the cap cannot be satisfied.
+    let cap = if partial {
+        max_length.saturating_sub(from)
+    } else {
+        max_length
+    };
+    let mut out = Response::new(object, length, cap, Body::Http(response))?;
+    out.etag = etag;
+    out.last_modified = last_modified;
+    Ok(if partial {
+        Fetched::Partial {
+            from,
+            total,
+            response: out,
+        }
+    } else {
+        Fetched::Full(out)
+    })
+}
+
+/// Checks a 206's `Content-Range: bytes FIRST-LAST/TOTAL` (TOTAL may be `*`) against the `from` asked
+/// and the body's `Content-Length`; returns TOTAL.
+fn check_content_range(range: &str, from: u64, length: Option<u64>) -> Result<Option<u64>, String> {
+    let spec = range
+        .strip_prefix("bytes ")
+        .ok_or("not a byte range")?
+        .trim();
+    let (span, total) = spec.split_once('/').ok_or("no total")?;
+    let (first, last) = span.split_once('-').ok_or("no span")?;
+    let number = |s: &str| {
+        s.trim()
+            .parse::<u64>()
+            .map_err(|_| format!("bad number {s:?}"))
+    };
+    let (first, last) = (number(first)?, number(last)?);
+    let total = match total.trim() {
+        "*" => None,
+        n => Some(number(n)?),
+    };
+    if first != from {
+        return Err(format!("starts at {first}"));
+    }
+    if last < first || total.is_some_and(|t| last >= t) {
+        return Err("inconsistent span".to_owned());
+    }
+    if length.is_some_and(|n| n != last - first + 1) {
+        return Err("Content-Length differs from the span".to_owned());
+    }
+    Ok(total)
+}
+
 pub(crate) async fn status_error(
     method: &'static str,
     url: &str,
@@ -201,5 +352,53 @@ pub(crate) async fn status_error(
         } else {
             format!(": {detail}")
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range_must_start_where_asked_and_agree_with_the_body() {
+        assert_eq!(
+            check_content_range("bytes 100-199/200", 100, Some(100)),
+            Ok(Some(200))
+        );
+        assert_eq!(check_content_range("bytes 100-199/*", 100, None), Ok(None));
+        for (range, length) in [
+            ("bytes 0-199/200", Some(200)),
+            ("bytes 100-199/150", Some(100)),
+            ("bytes 100-199/200", Some(50)),
+            ("bytes 100-99/200", None),
+            ("items 100-199/200", None),
+            ("bytes 100-199", None),
+            ("", None),
+        ] {
+            assert!(check_content_range(range, 100, length).is_err(), "{range}");
+        }
+    }
+
+    #[test]
+    fn condition_headers_quote_bare_digests_for_registries_only() {
+        let conditions = Conditions {
+            if_none_match: Some("sha256:ab".to_owned()),
+            if_modified_since: Some("Sun, 29 Nov 2026 21:00:00 GMT".to_owned()),
+            resume_from: 7,
+            if_range: Some("\"x\"".to_owned()),
+        };
+        let http = condition_headers(&conditions, false);
+        assert_eq!(http[IF_NONE_MATCH], "sha256:ab");
+        assert_eq!(http[RANGE], "bytes=7-");
+        assert_eq!(http[IF_RANGE], "\"x\"");
+        assert_eq!(http[IF_MODIFIED_SINCE], "Sun, 29 Nov 2026 21:00:00 GMT");
+        assert_eq!(
+            condition_headers(&conditions, true)[IF_NONE_MATCH],
+            "\"sha256:ab\""
+        );
+        let fresh = condition_headers(&Conditions::default(), false);
+        assert!(fresh.is_empty());
+        // No range at offset 0, and so no If-Range either.
+        assert!(condition_headers(&Conditions::resume(0, Some("\"x\"")), false).is_empty());
     }
 }

@@ -19,9 +19,11 @@ use reqwest::{Method, RequestBuilder, StatusCode};
 use tokio::sync::Mutex;
 
 use crate::error::redact;
-use crate::http::status_error;
+use crate::http::{condition_headers, read, status_error};
 use crate::transport::Body;
-use crate::{MirrorError, MirrorRead, MirrorWrite, ObjectPath, ReleaseObjects, Response};
+use crate::{
+    Conditions, Fetched, MirrorError, MirrorRead, MirrorWrite, ObjectPath, ReleaseObjects, Response,
+};
 
 /// Largest manifest or index read, as registries cap them (4 MiB).
 const MANIFEST_MAX: u64 = 4 << 20;
@@ -246,14 +248,39 @@ impl OciMirror {
         &self,
         reference: &str,
     ) -> Result<Option<(Vec<u8>, String)>, MirrorError> {
+        Ok(match self.get_manifest_if(reference, None).await? {
+            ManifestRead::Found { bytes, media_type } => Some((bytes, media_type)),
+            // Unreachable without a validator; treated as absent rather than trusted.
+            ManifestRead::Missing | ManifestRead::NotModified => None,
+        })
+    }
+
+    /// Reads the manifest `reference` names unless its digest is still `if_none_match` (`sha256:…`).
+    /// The registry answers 304 to a matching `If-None-Match`; one that ignores it still costs no more
+    /// than the manifest, whose digest is compared here.
+    async fn get_manifest_if(
+        &self,
+        reference: &str,
+        if_none_match: Option<&str>,
+    ) -> Result<ManifestRead, MirrorError> {
         let url = self.manifest_url(reference);
         let accept = format!("{MANIFEST_MEDIA_TYPE}, {INDEX_MEDIA_TYPE}");
+        let conditions = Conditions {
+            if_none_match: if_none_match.map(str::to_owned),
+            ..Conditions::default()
+        };
         let response = self
-            .send(Method::GET, &url, |r| r.header(ACCEPT, accept.as_str()))
+            .send(Method::GET, &url, |r| {
+                r.header(ACCEPT, accept.as_str())
+                    .headers(condition_headers(&conditions, true))
+            })
             .await?;
         match response.status() {
             StatusCode::OK => {}
-            StatusCode::NOT_FOUND => return Ok(None),
+            StatusCode::NOT_MODIFIED if if_none_match.is_some() => {
+                return Ok(ManifestRead::NotModified);
+            }
+            StatusCode::NOT_FOUND => return Ok(ManifestRead::Missing),
             _ => return Err(status_error("GET", &url, response).await),
         }
         let media_type = response
@@ -266,7 +293,11 @@ impl OciMirror {
         let bytes = Response::new(&object, None, MANIFEST_MAX, Body::Http(response))?
             .bytes()
             .await?;
-        Ok(Some((bytes, media_type)))
+        let digest = layout::oci_digest(&Sha256Digest::of(&bytes));
+        if if_none_match.is_some_and(|tag| same_digest(tag, &digest)) {
+            return Ok(ManifestRead::NotModified);
+        }
+        Ok(ManifestRead::Found { bytes, media_type })
     }
 
     async fn put_manifest(
@@ -338,36 +369,86 @@ impl OciMirror {
         }
     }
 
+    /// Reads a blob, from `conditions.resume_from` on when asked. `If-Range` is never sent: the digest in
+    /// the URL pins the bytes, and distribution's registry compares `If-Range` with its quoted digest
+    /// ETag, so a bare one would only turn every resume into a full read.
     async fn get_blob(
         &self,
         object: &ObjectPath,
         digest: &Sha256Digest,
         max_length: u64,
-    ) -> Result<Response, MirrorError> {
+        conditions: &Conditions,
+    ) -> Result<Fetched, MirrorError> {
         let url = self.blob_url(digest);
-        let response = self.send(Method::GET, &url, |r| r).await?;
-        match response.status() {
-            StatusCode::OK => {}
-            StatusCode::NOT_FOUND => return Err(self.not_found(object)),
-            _ => return Err(status_error("GET", &url, response).await),
+        let mut conditions = Conditions {
+            if_range: None,
+            ..conditions.clone()
+        };
+        let mut response = self
+            .send(Method::GET, &url, |r| {
+                r.headers(condition_headers(&conditions, true))
+            })
+            .await?;
+        if response.status() == StatusCode::RANGE_NOT_SATISFIABLE && conditions.resume_from > 0 {
+            tracing::debug!(%object, from = conditions.resume_from, "range not satisfiable; reading from 0");
+            conditions.resume_from = 0;
+            response = self
+                .send(Method::GET, &url, |r| {
+                    r.headers(condition_headers(&conditions, true))
+                })
+                .await?;
         }
-        let length = response
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
-        let mut out = Response::new(object, length, max_length, Body::Http(response))?;
-        out.etag = Some(layout::oci_digest(digest));
-        Ok(out)
+        if response.status() == StatusCode::NOT_FOUND {
+            return Err(self.not_found(object));
+        }
+        let mut fetched = read(object, &url, response, max_length, &conditions).await?;
+        // The digest is the blob's one validator, whatever ETag form the registry uses.
+        if let Fetched::Full(response) | Fetched::Partial { response, .. } = &mut fetched {
+            response.etag = Some(layout::oci_digest(digest));
+            response.last_modified = None;
+        }
+        Ok(fetched)
     }
+}
+
+/// What a conditional manifest read found.
+enum ManifestRead {
+    Missing,
+    NotModified,
+    Found { bytes: Vec<u8>, media_type: String },
 }
 
 impl MirrorRead for OciMirror {
     async fn get(&self, object: &ObjectPath, max_length: u64) -> Result<Response, MirrorError> {
+        match self
+            .get_with(object, max_length, &Conditions::default())
+            .await?
+        {
+            Fetched::Full(response) => Ok(response),
+            Fetched::NotModified | Fetched::Partial { .. } => Err(MirrorError::Protocol {
+                object: object.as_path(),
+                reason: "a conditional answer to an unconditional read".to_owned(),
+            }),
+        }
+    }
+
+    /// Metadata tags are revalidated by manifest digest (their [`Response::etag`]) and never resumed
+    /// (they are small); blobs are resumed with `Range` and never revalidated (they cannot change).
+    async fn get_with(
+        &self,
+        object: &ObjectPath,
+        max_length: u64,
+        conditions: &Conditions,
+    ) -> Result<Fetched, MirrorError> {
         match object {
             ObjectPath::Metadata(name) => {
-                let Some((bytes, _)) = self.get_manifest(name).await? else {
-                    return Err(self.not_found(object));
+                let bytes = match self
+                    .get_manifest_if(name, conditions.if_none_match.as_deref())
+                    .await?
+                {
+                    ManifestRead::Found { bytes, .. } => bytes,
+                    ManifestRead::NotModified => return Ok(Fetched::NotModified),
+                    ManifestRead::Missing => return Err(self.not_found(object)),
                 };
                 let protocol = |reason: String| MirrorError::Protocol {
                     object: object.as_path(),
@@ -379,12 +460,24 @@ impl MirrorRead for OciMirror {
                 let digest = layer
                     .sha256()
                     .ok_or_else(|| protocol(format!("layer digest {}", layer.digest)))?;
-                let mut response = self.get_blob(object, &digest, max_length).await?;
+                let whole = Conditions::default();
+                let Fetched::Full(mut response) =
+                    self.get_blob(object, &digest, max_length, &whole).await?
+                else {
+                    return Err(protocol(
+                        "a conditional answer to a plain blob read".to_owned(),
+                    ));
+                };
                 response.etag = Some(layout::oci_digest(&Sha256Digest::of(&bytes)));
-                Ok(response)
+                Ok(Fetched::Full(response))
             }
             ObjectPath::Target { sha256, .. } | ObjectPath::Chunk(sha256) => {
-                self.get_blob(object, sha256, max_length).await
+                let conditions = Conditions {
+                    if_none_match: None,
+                    if_modified_since: None,
+                    ..conditions.clone()
+                };
+                self.get_blob(object, sha256, max_length, &conditions).await
             }
         }
     }
@@ -461,6 +554,11 @@ impl MirrorWrite for OciMirror {
         }
         Ok(())
     }
+}
+
+/// Whether an `If-None-Match` value names `digest` (`sha256:…`), quoted or not.
+fn same_digest(tag: &str, digest: &str) -> bool {
+    tag.trim_start_matches("W/").trim_matches('"') == digest
 }
 
 /// Percent-encodes a query value (RFC 3986 unreserved characters pass).

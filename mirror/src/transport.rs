@@ -107,6 +107,15 @@ impl Response {
         Ok(piece)
     }
 
+    /// The validator to resume this object with (`If-Range`): the `ETag` if it is strong (a weak one
+    /// may not be used for ranges, RFC 9110 §13.1.5), else `Last-Modified`.
+    pub fn range_validator(&self) -> Option<&str> {
+        self.etag
+            .as_deref()
+            .filter(|etag| !etag.starts_with("W/"))
+            .or(self.last_modified.as_deref())
+    }
+
     /// The whole body, within the cap.
     pub async fn bytes(mut self) -> Result<Vec<u8>, MirrorError> {
         let mut out = Vec::with_capacity(self.length.unwrap_or(0).min(self.max_length) as usize);
@@ -139,6 +148,72 @@ impl Response {
     }
 }
 
+/// What a conditional or resumed read asks of a mirror, built from what an earlier [`Response`] said.
+///
+/// The two halves are independent: `if_none_match`/`if_modified_since` make an idle poll of
+/// `timestamp.json` cost one small request ([`Fetched::NotModified`]), and `resume_from`/`if_range`
+/// continue a download cut part-way ([`Fetched::Partial`]). A mirror may ignore any of them and answer
+/// [`Fetched::Full`]; callers must accept that, which is why the default of
+/// [`MirrorRead::get_with`] is just a full read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Conditions {
+    /// Answer "not modified" while the object still has this validator (`If-None-Match`): an ETag, or
+    /// the manifest digest of an OCI metadata tag, as [`Response::etag`] gave it.
+    pub if_none_match: Option<String>,
+    /// Answer "not modified" unless the object changed after this HTTP date (`If-Modified-Since`), as
+    /// [`Response::last_modified`] gave it. Servers ignore it when `if_none_match` is sent too.
+    pub if_modified_since: Option<String>,
+    /// Send only the bytes from this offset on (`Range: bytes=N-`); 0 asks for the whole object.
+    pub resume_from: u64,
+    /// Resume only while the object still has this validator (`If-Range`: a strong ETag or a
+    /// `Last-Modified` date); otherwise the mirror sends the whole object. Without it a changed object's
+    /// tail would be appended to the old one's head: harmless for content-addressed objects, whose
+    /// digest the reader checks, but a wasted download.
+    pub if_range: Option<String>,
+}
+
+impl Conditions {
+    /// Revalidates an object read before: "not modified" while its `etag` (else `last_modified`) holds.
+    pub fn revalidate(etag: Option<&str>, last_modified: Option<&str>) -> Self {
+        Self {
+            if_none_match: etag.map(str::to_owned),
+            if_modified_since: last_modified.map(str::to_owned),
+            ..Self::default()
+        }
+    }
+
+    /// Resumes a read at byte `from`, provided the object still has `validator` (see
+    /// [`Response::range_validator`]).
+    pub fn resume(from: u64, validator: Option<&str>) -> Self {
+        Self {
+            resume_from: from,
+            if_range: validator.map(str::to_owned),
+            ..Self::default()
+        }
+    }
+}
+
+/// The answer to a [`MirrorRead::get_with`].
+#[derive(Debug)]
+pub enum Fetched {
+    /// The object still has the validator in [`Conditions::if_none_match`] or has not changed since
+    /// [`Conditions::if_modified_since`] (HTTP 304): nothing to read.
+    NotModified,
+    /// The whole object, from byte 0. After a resume request this means start over: the mirror cannot
+    /// do ranges, the object changed (`If-Range` failed), or the range was unsatisfiable (HTTP 416).
+    Full(Response),
+    /// The object from byte `from` on (HTTP 206): append it to the first `from` bytes already held.
+    /// The body's cap is what remains of the caller's `max_length`.
+    Partial {
+        /// Where the body starts in the object; always the [`Conditions::resume_from`] asked for.
+        from: u64,
+        /// The whole object's length, when the mirror said (`Content-Range: bytes a-b/TOTAL`).
+        total: Option<u64>,
+        /// The rest of the object.
+        response: Response,
+    },
+}
+
 /// Reading objects from a mirror.
 pub trait MirrorRead {
     /// Opens `object`, allowing at most `max_length` bytes. An absent object is an error of kind
@@ -148,6 +223,22 @@ pub trait MirrorRead {
         object: &ObjectPath,
         max_length: u64,
     ) -> impl Future<Output = Result<Response, MirrorError>> + Send;
+
+    /// Opens `object` under `conditions`: a conditional read that may answer [`Fetched::NotModified`],
+    /// or a resumed one that may answer [`Fetched::Partial`]. `max_length` caps the whole object, so a
+    /// partial body may be at most `max_length - resume_from` bytes.
+    ///
+    /// The default, for mirrors that can do neither, ignores the conditions and reads the whole object.
+    fn get_with(
+        &self,
+        object: &ObjectPath,
+        max_length: u64,
+        conditions: &Conditions,
+    ) -> impl Future<Output = Result<Fetched, MirrorError>> + Send {
+        let _ = conditions;
+        let read = self.get(object, max_length);
+        async move { read.await.map(Fetched::Full) }
+    }
 
     /// The mirror, for messages (`dir:/srv/repo`, `https://cdn.example/mast`, `oci://host/repo`).
     fn describe(&self) -> String;
