@@ -402,5 +402,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         .or_else(|| code::<release::ReleaseError>(e))
         .or_else(|| code::<timestamp::RefreshError>(e))
         .or_else(|| code::<inspect::InspectError>(e))
+        .or_else(|| code::<mast_packager::publish::PublishError>(e))
+        .or_else(|| code::<mast_packager::verify::VerifyError>(e))
         .unwrap_or(1)
 }

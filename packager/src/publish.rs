@@ -130,6 +130,17 @@ pub enum PublishError {
     Usage(String),
 }
 
+impl crate::ExitStatus for PublishError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            Self::Repository { .. } | Self::Stale { .. } => crate::exit::DATA,
+            Self::Io { source, .. } => crate::io_exit_code(source),
+            Self::Destination { .. } => crate::exit::IO,
+            Self::Usage(_) => crate::exit::USAGE,
+        }
+    }
+}
+
 /// What a publish did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct PublishReport {

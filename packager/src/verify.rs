@@ -16,7 +16,7 @@ use std::collections::hash_map::Entry;
 use std::path::PathBuf;
 
 use mast_mirror::client::{Client, ClientError, MemoryStore, fetch_target, fetch_verified};
-use mast_mirror::{Mirror, MirrorOptions, MirrorRead, MirrorSpec, ObjectPath};
+use mast_mirror::{ErrorKind, Mirror, MirrorOptions, MirrorRead, MirrorSpec, ObjectPath};
 use mast_protocol::bundle::{
     ChunkIndex, IndexLimits, Reassembler, WalkLimits, gunzip_bounded, walk,
 };
@@ -63,6 +63,15 @@ pub enum VerifyError {
         /// What is wrong.
         reason: String,
     },
+    /// The root file cannot be read.
+    #[error("--root {}: {source}", path.display())]
+    RootUnreadable {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
     /// A flag that cannot be used.
     #[error("{0}")]
     Usage(String),
@@ -103,6 +112,25 @@ pub enum VerifyError {
         /// What is wrong.
         reason: String,
     },
+}
+
+impl crate::ExitStatus for VerifyError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            Self::RootUnreadable { source, .. } => crate::io_exit_code(source),
+            Self::Usage(_) => crate::exit::USAGE,
+            // The mirror could not be read: a link or server problem, not a verdict on its content.
+            Self::Client {
+                source: ClientError::Mirror(e),
+                ..
+            } if e.kind() != ErrorKind::NotFound => crate::exit::IO,
+            Self::Root { .. }
+            | Self::Client { .. }
+            | Self::Release { .. }
+            | Self::NoRelease { .. }
+            | Self::Content { .. } => crate::exit::DATA,
+        }
+    }
 }
 
 /// One target of the verified release.
@@ -194,9 +222,9 @@ pub async fn verify_args(
     args: &VerifyArgs,
     now: OffsetDateTime,
 ) -> Result<VerifyReport, VerifyError> {
-    let root = std::fs::read(&args.root).map_err(|e| VerifyError::Root {
+    let root = std::fs::read(&args.root).map_err(|source| VerifyError::RootUnreadable {
         path: args.root.clone(),
-        reason: e.to_string(),
+        source,
     })?;
     let agent = AgentVersion::parse_release(&args.agent_version)
         .map_err(|e| VerifyError::Usage(format!("--agent-version: {e}")))?;

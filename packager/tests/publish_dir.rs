@@ -143,7 +143,7 @@ fn a_repository_that_does_not_verify_publishes_nothing() {
 
     let out = run(&["publish", repo.path().to_str().unwrap(), "--to", &to]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(65), "{stderr}");
     assert!(
         stderr.contains(&made.chunks[1].to_hex()) && stderr.contains("nothing was published"),
         "{stderr}"

@@ -27,6 +27,15 @@ fn mirror() -> (TestRepo, Made, tempfile::TempDir) {
 }
 
 fn verify(root: &std::path::Path, dir: &std::path::Path, extra: &[&str]) -> (bool, String) {
+    let (code, text) = verify_code(root, dir, extra);
+    (code == Some(0), text)
+}
+
+fn verify_code(
+    root: &std::path::Path,
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> (Option<i32>, String) {
     let channel = if extra.first() == Some(&"--channel") {
         extra[1]
     } else {
@@ -53,7 +62,7 @@ fn verify(root: &std::path::Path, dir: &std::path::Path, extra: &[&str]) -> (boo
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    (out.status.success(), text)
+    (out.status.code(), text)
 }
 
 #[test]
@@ -88,8 +97,8 @@ fn refuses_a_tampered_chunk_bundle_or_missing_metadata() {
     let mut bad = honest.clone();
     bad[3] ^= 0x80;
     std::fs::write(&chunk, &bad).unwrap();
-    let (ok, text) = verify(&repo.root_file(), dest.path(), &[]);
-    assert!(!ok);
+    let (code, text) = verify_code(&repo.root_file(), dest.path(), &[]);
+    assert_eq!(code, Some(65), "{text}");
     assert!(
         text.contains(&format!("chunks/{}", made.chunks[0])),
         "{text}"
@@ -156,8 +165,8 @@ fn refuses_another_root_an_unknown_channel_and_a_too_old_agent() {
     assert!(!ok);
     assert!(text.contains("needs agent 0.1.0"), "{text}");
 
-    let (ok, text) = verify(&dest.path().join("nope.json"), dest.path(), &[]);
-    assert!(!ok);
+    let (code, text) = verify_code(&dest.path().join("nope.json"), dest.path(), &[]);
+    assert_eq!(code, Some(66), "{text}");
     assert!(
         text.contains("--root") && text.contains("nope.json"),
         "{text}"
