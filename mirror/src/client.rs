@@ -8,6 +8,10 @@
 //!
 //! The agent runs this over its mirror list with an SQLite [`TrustStore`]; `mast verify` runs it with a
 //! [`MemoryStore`], as a site with no state would.
+//!
+//! An idle poll costs one small request: given the [`Validators`] a mirror sent with the trusted
+//! `timestamp.json` ([`Client::revalidate_timestamp`]), the timestamp is read conditionally, and a "not
+//! modified" answer ends the refresh without another byte (the session still checks expiry).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -20,7 +24,7 @@ use mast_protocol::tuf::{
 };
 use time::OffsetDateTime;
 
-use crate::{MirrorError, MirrorRead, ObjectPath};
+use crate::{Conditions, Fetched, MirrorError, MirrorRead, ObjectPath};
 
 /// Why a refresh, lookup or target download failed.
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +116,27 @@ impl TrustStore for MemoryStore {
     }
 }
 
+/// What a mirror said identifies its `timestamp.json` (an HTTP `ETag` and `Last-Modified`, an OCI manifest
+/// digest). Kept with the trusted timestamp, per mirror: another mirror's validators mean nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Validators {
+    /// `ETag`, or an OCI tag's manifest digest.
+    pub etag: Option<String>,
+    /// `Last-Modified`.
+    pub last_modified: Option<String>,
+}
+
+/// How this cycle's `timestamp.json` read went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TimestampRead {
+    /// Not read (yet).
+    NotRead,
+    /// The mirror said it has not changed since the validators given: nothing was downloaded.
+    NotModified,
+    /// Downloaded, with these validators (to revalidate with next time, if the session kept it).
+    Fetched(Validators),
+}
+
 /// One update cycle against one mirror: [`Client::refresh`], then any number of [`Client::find_target`].
 ///
 /// Like the [`Session`] it drives, a client that returned an error is spent: start a new one from the
@@ -120,6 +145,8 @@ pub struct Client<'m, M, S> {
     mirror: &'m M,
     store: S,
     session: Session,
+    revalidate: Option<Validators>,
+    timestamp: TimestampRead,
 }
 
 /// What the session asked for, owned, so the session can be borrowed again to answer it.
@@ -143,7 +170,24 @@ impl<'m, M: MirrorRead, S: TrustStore> Client<'m, M, S> {
             mirror,
             store,
             session: Session::new(trusted, now, limits),
+            revalidate: None,
+            timestamp: TimestampRead::NotRead,
         }
+    }
+
+    /// Reads `timestamp.json` conditionally: "not modified" while the mirror's copy still has
+    /// `validators` (those [`Client::timestamp_read`] gave when the trusted timestamp was fetched from this
+    /// mirror). Ignored when no timestamp is trusted yet.
+    pub fn revalidate_timestamp(mut self, validators: Validators) -> Self {
+        if self.session.trusted().timestamp().is_some() {
+            self.revalidate = Some(validators);
+        }
+        self
+    }
+
+    /// How this cycle read `timestamp.json`.
+    pub fn timestamp_read(&self) -> &TimestampRead {
+        &self.timestamp
     }
 
     /// Walks the root chain and refreshes timestamp, snapshot and targets (TUF §5.3–5.6), storing each
@@ -209,12 +253,35 @@ impl<'m, M: MirrorRead, S: TrustStore> Client<'m, M, S> {
         }
     }
 
-    /// Answers one fetch request: bytes, not found, or the error that ends the cycle.
+    /// Answers one fetch request: bytes, not modified, not found, or the error that ends the cycle.
     async fn fetch(&mut self, file: &str, max_length: u64) -> Result<(), ClientError> {
         let object = ObjectPath::metadata(file)?;
         tracing::debug!(mirror = %self.mirror.describe(), %object, max_length, "fetching metadata");
-        let read = match self.mirror.get(&object, max_length).await {
-            Ok(response) => response.bytes().await,
+        let conditions = match (&self.revalidate, object.is_mutable()) {
+            (Some(v), true) => {
+                Conditions::revalidate(v.etag.as_deref(), v.last_modified.as_deref())
+            }
+            _ => Conditions::default(),
+        };
+        let read = match self.mirror.get_with(&object, max_length, &conditions).await {
+            Ok(Fetched::NotModified) if object.is_mutable() => {
+                self.timestamp = TimestampRead::NotModified;
+                return Ok(self.session.not_modified()?);
+            }
+            Ok(Fetched::Full(response)) => {
+                if object.is_mutable() {
+                    self.timestamp = TimestampRead::Fetched(Validators {
+                        etag: response.etag.clone(),
+                        last_modified: response.last_modified.clone(),
+                    });
+                }
+                response.bytes().await
+            }
+            // Nothing asked for either; a mirror that answers so is broken.
+            Ok(Fetched::NotModified | Fetched::Partial { .. }) => Err(MirrorError::Protocol {
+                object: object.as_path(),
+                reason: "answered a plain read as not modified or partial".to_owned(),
+            }),
             Err(e) => Err(e),
         };
         match read {
@@ -470,6 +537,43 @@ mod tests {
             ClientError::Tuf(e) => assert_eq!(e.kind(), ErrorKind::Missing),
             other => panic!("{other}"),
         }
+    }
+
+    #[tokio::test]
+    async fn an_idle_poll_revalidates_the_timestamp_and_downloads_nothing() {
+        let mut f = Fixture::new();
+        f.add_target("a.txt", b"a");
+        f.commit();
+        let mut client = f.client();
+        client.refresh().await.unwrap();
+        let TimestampRead::Fetched(validators) = client.timestamp_read().clone() else {
+            panic!("{:?}", client.timestamp_read())
+        };
+        assert!(validators.etag.is_some());
+        let store = client.into_store();
+        let (dir, now) = (f.dir.path().to_path_buf(), f.now);
+        let restart = move |store: &MemoryStore| {
+            let (trusted, _) = TrustedMetadata::from_persisted(store.persisted().unwrap()).unwrap();
+            let mirror: &'static DirMirror = Box::leak(Box::new(DirMirror::new(&dir)));
+            Client::new(mirror, store.clone(), trusted, now, Limits::default())
+        };
+
+        let mut idle = restart(&store).revalidate_timestamp(validators.clone());
+        idle.refresh().await.unwrap();
+        assert_eq!(idle.timestamp_read(), &TimestampRead::NotModified);
+        assert_eq!(
+            idle.into_store().log.len(),
+            store.log.len(),
+            "nothing new stored"
+        );
+
+        // A new timestamp has another validator: read in full, verified, stored.
+        f.add_target("b.txt", b"b");
+        f.commit();
+        let mut busy = restart(&store).revalidate_timestamp(validators.clone());
+        busy.refresh().await.unwrap();
+        assert!(matches!(busy.timestamp_read(), TimestampRead::Fetched(v) if *v != validators));
+        assert!(busy.find_target("b.txt").await.is_ok());
     }
 
     #[tokio::test]
