@@ -47,6 +47,23 @@ pub struct VerifyArgs {
     /// Extra CA certificates (PEM) to trust for https and oci mirrors.
     #[arg(long, value_name = "PEM")]
     pub ca_file: Option<PathBuf>,
+    /// Registry user name, for oci mirrors that need one to pull.
+    #[arg(
+        long,
+        env = "MAST_REGISTRY_USER",
+        value_name = "USER",
+        requires = "registry_password"
+    )]
+    pub registry_user: Option<String>,
+    /// Registry password or token.
+    #[arg(
+        long,
+        env = "MAST_REGISTRY_PASSWORD",
+        hide_env_values = true,
+        value_name = "SECRET",
+        requires = "registry_user"
+    )]
+    pub registry_password: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub output: OutputFormat,
@@ -230,6 +247,10 @@ pub async fn verify_args(
         .map_err(|e| VerifyError::Usage(format!("--agent-version: {e}")))?;
     let options = MirrorOptions {
         ca_file: args.ca_file.clone(),
+        credentials: args
+            .registry_user
+            .clone()
+            .zip(args.registry_password.clone()),
         ..MirrorOptions::default()
     };
     let mirror =
