@@ -66,7 +66,8 @@ fn publishes_a_flux_artifact_that_skopeo_reads_and_verify_picks_the_newest_relea
     assert_eq!(blob.status, 200);
     assert_eq!(Sha256Digest::of(&blob.body), second.bundle_sha256);
 
-    // skopeo reads the moving channel tag as the newest release's Flux artifact…
+    // skopeo reads the moving channel tag as the newest release's Flux artifact (`--raw`: without it skopeo
+    // refuses "image-specific operation on artifact", for Flux's own artifacts too)…
     let raw = skopeo(
         &skopeo_bin,
         &[
