@@ -13,6 +13,7 @@
 //! drift) are not written yet; see the README's status table.
 
 pub mod config;
+pub mod fetch;
 pub mod schedule;
 pub mod state;
 pub mod telemetry;
