@@ -4,18 +4,26 @@
 //! [`mast_protocol`]'s TUF client workflow, and applies them to the local cluster.
 //!
 //! - [`config`]: the TOML file, `MAST_*` variables and flags, parsed into typed values.
+//! - [`state`]: the SQLite database that holds everything a site must not lose.
+//! - [`sync`]: one pass — refresh trust across mirrors, select the release, fetch the missing chunks,
+//!   gate on wave and window, apply.
+//! - [`fetch`]: resumable downloads of large objects.
+//! - [`apply`]: the [`apply::Applier`] trait and the `dir:` applier.
 //! - [`schedule`]: when to poll next (interval, jitter, backoff, `Retry-After`) and when a release may be
 //!   applied (rollout waves, change windows), as pure functions of time.
-//! - [`state`]: the SQLite database that holds everything a site must not lose.
+//! - [`cmd`]: the commands (`once`, `run`, `status`, `import`) the thin `main` calls.
 //! - [`telemetry`]: logs, metrics, the admin endpoints and systemd notification.
 //!
-//! The fetch loop (mirrors, downloads) and the apply side (server-side apply, prune, health, rollback,
-//! drift) are not written yet; see the README's status table.
+//! Server-side apply to a Kubernetes API server, the health gate, rollback and drift are not written
+//! yet; see the README's status table.
 
+pub mod apply;
+pub mod cmd;
 pub mod config;
 pub mod fetch;
 pub mod schedule;
 pub mod state;
+pub mod sync;
 pub mod telemetry;
 
 /// The agent's own version, compared with a release's signed minimum agent version.

@@ -29,6 +29,9 @@ pub use values::{Applier, ClusterId, KeepReleases, parse_duration};
 /// Where the agent looks for its config file when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/mast/agent.toml";
 
+/// The state database when `state` is not set: systemd's `StateDirectory=mast`.
+pub const DEFAULT_STATE_PATH: &str = "/var/lib/mast/state.db";
+
 /// Every key, in the order `--help` and the docs list them.
 pub const KEYS: [&str; 15] = [
     "cluster_id",
@@ -343,6 +346,16 @@ impl Config {
             listen,
             log_format,
         })
+    }
+}
+
+impl Config {
+    /// The state database path alone (`status` reads nothing else).
+    pub fn state_path(sources: &Sources) -> Result<PathBuf, ConfigError> {
+        Ok(optional(sources, "state", |v, base| {
+            Ok(values::resolve(Path::new(v), base))
+        })?
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_PATH)))
     }
 }
 

@@ -61,6 +61,12 @@ pub enum StateError {
         /// The newest version this agent knows.
         known: i64,
     },
+    /// There is no database at the path (the agent has not run yet, or the path is wrong).
+    #[error("{path}: no state database here (has the agent run on this site?)")]
+    Missing {
+        /// The path.
+        path: PathBuf,
+    },
     /// The file could not be put in the mode the agent's durability rests on.
     #[error(
         "{path}: journal_mode is {mode:?}, not wal (is the file on a filesystem without shared memory?)"
@@ -219,6 +225,35 @@ impl State {
         })
     }
 
+    /// Opens an existing database for reading only (`mast-agent status`, while the daemon may be
+    /// writing): no file is created and no migration runs. WAL lets it read while the writer writes.
+    pub fn open_read_only(path: &Path) -> Result<Self, StateError> {
+        let sql = |what| sql_err(path, what);
+        if !path.exists() {
+            return Err(StateError::Missing {
+                path: path.to_path_buf(),
+            });
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(sql("opening"))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(sql("setting busy_timeout"))?;
+        let found: i64 = conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(sql("reading the schema version"))?;
+        if found != SCHEMA_VERSION {
+            return Err(StateError::SchemaTooNew {
+                path: path.to_path_buf(),
+                found,
+                known: SCHEMA_VERSION,
+            });
+        }
+        Ok(Self {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -319,6 +354,28 @@ impl State {
             .map_err(self.sql("raising highest versions"))
     }
 
+    /// The version of each role's trusted copy, by role.
+    pub fn trusted_versions(&self) -> Result<Vec<(String, u64)>, StateError> {
+        self.role_versions("SELECT role, version FROM trusted_metadata ORDER BY role")
+    }
+
+    /// The highest version ever trusted, by role.
+    pub fn highest_versions(&self) -> Result<Vec<(String, u64)>, StateError> {
+        self.role_versions("SELECT role, version FROM highest_versions ORDER BY role")
+    }
+
+    fn role_versions(&self, query: &str) -> Result<Vec<(String, u64)>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare(query)
+            .map_err(self.sql("reading versions"))?;
+        stmt.query_map([], |row| {
+            Ok((row.get::<_, String>(0)?, from_sql_u64(row.get(1)?)))
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(self.sql("reading versions"))
+    }
+
     // --- chunks -----------------------------------------------------------------------------------------
 
     /// Whether the chunk is held.
@@ -363,13 +420,14 @@ impl State {
             .map_err(self.sql("reading a chunk"))
     }
 
-    /// Records a release seen on `channel` with the chunks its index lists, so GC keeps them while the
-    /// release is among the newest. Idempotent.
+    /// Records a release fetched on `channel`: its verified chunk index (to rebuild it offline) and the
+    /// chunks the index lists, so GC keeps them while the release is among the newest. Idempotent.
     pub fn record_release(
         &mut self,
         channel: &str,
         release: u64,
         tar_sha256: &Sha256Digest,
+        chunk_index: &[u8],
         chunks: &[Sha256Digest],
         now: OffsetDateTime,
     ) -> Result<(), StateError> {
@@ -378,9 +436,16 @@ impl State {
             .transaction()
             .map_err(sql_err(&self.path, "recording a release"))?;
         tx.execute(
-            "INSERT INTO releases (channel, number, tar_sha256, first_seen) VALUES (?1, ?2, ?3, ?4)
+            "INSERT INTO releases (channel, number, tar_sha256, chunk_index, first_seen)
+             VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (channel, number) DO NOTHING",
-            params![channel, sql_u64(release), tar_sha256.to_hex(), rfc3339(now)],
+            params![
+                channel,
+                sql_u64(release),
+                tar_sha256.to_hex(),
+                chunk_index,
+                rfc3339(now)
+            ],
         )
         .map_err(sql_err(&self.path, "recording a release"))?;
         {
@@ -429,6 +494,59 @@ impl State {
         Ok(deleted)
     }
 
+    /// The verified chunk index of a release this site fetched, to rebuild it with no network.
+    pub fn chunk_index(&self, channel: &str, release: u64) -> Result<Option<Vec<u8>>, StateError> {
+        self.conn
+            .query_row(
+                "SELECT chunk_index FROM releases WHERE channel = ?1 AND number = ?2",
+                params![channel, sql_u64(release)],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(self.sql("reading a chunk index"))
+    }
+
+    /// The highest release this site ever fetched on `channel`: the floor below which a release is a
+    /// rollback, whatever the metadata says.
+    pub fn highest_release(&self, channel: &str) -> Result<Option<u64>, StateError> {
+        self.conn
+            .query_row(
+                "SELECT max(number) FROM releases WHERE channel = ?1",
+                [channel],
+                |row| row.get::<_, Option<i64>>(0),
+            )
+            .map(|n| n.map(from_sql_u64))
+            .map_err(self.sql("reading releases"))
+    }
+
+    /// The release the site runs on `channel`: the newest one the journal records as healthy or as put
+    /// back by a rollback.
+    pub fn current_release(&self, channel: &str) -> Result<Option<u64>, StateError> {
+        self.conn
+            .query_row(
+                "SELECT number FROM journal WHERE channel = ?1 AND state IN ('healthy', 'rolled_back')
+                 ORDER BY id DESC LIMIT 1",
+                [channel],
+                |row| row.get::<_, i64>(0),
+            )
+            .optional()
+            .map(|n| n.map(from_sql_u64))
+            .map_err(self.sql("reading the journal"))
+    }
+
+    /// Whether `release` on `channel` ever failed here (it is then not retried automatically).
+    pub fn has_failed(&self, channel: &str, release: u64) -> Result<bool, StateError> {
+        self.conn
+            .query_row(
+                "SELECT 1 FROM journal WHERE channel = ?1 AND number = ?2 AND state = 'failed' LIMIT 1",
+                params![channel, sql_u64(release)],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|found| found.is_some())
+            .map_err(self.sql("reading the journal"))
+    }
+
     // --- downloads --------------------------------------------------------------------------------------
 
     /// The recorded progress of a download of `object`, if one is in flight.
@@ -468,6 +586,46 @@ impl State {
             etag,
             last_modified,
         }))
+    }
+
+    /// Every download in flight, by object.
+    pub fn downloads(&self) -> Result<Vec<Download>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT object FROM downloads ORDER BY object")
+            .map_err(self.sql("reading downloads"))?;
+        let objects: Vec<String> = stmt
+            .query_map([], |row| row.get(0))
+            .and_then(|rows| rows.collect())
+            .map_err(self.sql("reading downloads"))?;
+        let mut downloads = Vec::with_capacity(objects.len());
+        for object in objects {
+            downloads.extend(self.download(&object)?);
+        }
+        Ok(downloads)
+    }
+
+    /// The channels this site has fetched releases on.
+    pub fn channels(&self) -> Result<Vec<String>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT DISTINCT channel FROM releases UNION SELECT DISTINCT channel FROM journal",
+            )
+            .map_err(self.sql("reading channels"))?;
+        stmt.query_map([], |row| row.get(0))
+            .and_then(|rows| rows.collect())
+            .map_err(self.sql("reading channels"))
+    }
+
+    /// How many reports wait in the outbox.
+    pub fn outbox_len(&self) -> Result<u64, StateError> {
+        self.conn
+            .query_row("SELECT count(*) FROM outbox", [], |row| {
+                row.get::<_, i64>(0)
+            })
+            .map(from_sql_u64)
+            .map_err(self.sql("reading the outbox"))
     }
 
     /// Records (or advances) a download's progress. Call it after the bytes up to `offset` are durable.
@@ -750,7 +908,8 @@ fn sql_err(path: &Path, what: &'static str) -> impl FnOnce(rusqlite::Error) -> S
     move |source| StateError::Sql { path, what, source }
 }
 
-fn rfc3339(at: OffsetDateTime) -> String {
+/// `at` as RFC 3339, the one spelling of instants in the database and in status output.
+pub(crate) fn rfc3339(at: OffsetDateTime) -> String {
     // Formatting a valid OffsetDateTime as RFC 3339 fails only for years outside 0..=9999, which no clock
     // the agent runs with produces; fall back to the unix time rather than fail a write over it.
     at.format(&Rfc3339)

@@ -27,6 +27,7 @@ const MIGRATIONS: [&str; 1] = [
         channel    TEXT NOT NULL,
         number     INTEGER NOT NULL CHECK (number >= 0),
         tar_sha256 TEXT NOT NULL,
+        chunk_index BLOB NOT NULL,
         first_seen TEXT NOT NULL,
         PRIMARY KEY (channel, number)
     ) STRICT;

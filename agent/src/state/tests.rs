@@ -171,16 +171,16 @@ fn gc_keeps_the_chunks_of_the_newest_releases_per_channel() {
     }
     // Releases 1..3 on prod share chunk 1; staging's one release holds chunk 5.
     state
-        .record_release("prod", 1, &digest(101), &[digest(1), digest(2)], NOW)
+        .record_release("prod", 1, &digest(101), b"{}", &[digest(1), digest(2)], NOW)
         .unwrap();
     state
-        .record_release("prod", 2, &digest(102), &[digest(1), digest(3)], NOW)
+        .record_release("prod", 2, &digest(102), b"{}", &[digest(1), digest(3)], NOW)
         .unwrap();
     state
-        .record_release("prod", 3, &digest(103), &[digest(1), digest(4)], NOW)
+        .record_release("prod", 3, &digest(103), b"{}", &[digest(1), digest(4)], NOW)
         .unwrap();
     state
-        .record_release("staging", 1, &digest(201), &[digest(5)], NOW)
+        .record_release("staging", 1, &digest(201), b"{}", &[digest(5)], NOW)
         .unwrap();
     assert_eq!(state.gc_chunks(2).unwrap(), 1);
     let held: Vec<bool> = (1..=5u8)
@@ -367,7 +367,7 @@ fn sigkill_child_writer() {
             state.put_chunk(chunk, &[7u8; 4096], NOW).unwrap();
         }
         state
-            .record_release("prod", release, &digest(0), &chunks, NOW)
+            .record_release("prod", release, &digest(0), b"{}", &chunks, NOW)
             .unwrap();
         state
             .journal_append("prod", release, JournalState::Staged, "", NOW)

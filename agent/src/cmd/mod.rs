@@ -1,0 +1,230 @@
+//! The agent's commands, as library functions the thin `main` calls: `once`, `run`, `status`, `import`.
+//!
+//! Exit codes are part of the interface (scripts and systemd read them):
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | the site runs the newest release it may run (applied now, already running, none published, or not in this release's rollout) |
+//! | 1 | the pass failed: no mirror gave verifiable metadata or content, the release is refused, or the apply failed; the site keeps what it ran |
+//! | 3 | a newer release is verified and held locally, waiting for its rollout wave or a change window |
+//! | 64 | bad configuration or arguments (`EX_USAGE`), naming the key |
+
+mod daemon;
+mod status;
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use mast_mirror::{Mirror, MirrorOptions, MirrorSpec};
+use mast_protocol::release::AgentVersion;
+use time::OffsetDateTime;
+
+use crate::AGENT_VERSION;
+use crate::apply::{Applier, DirApplier};
+use crate::config::{Applier as ApplierConfig, Config, ConfigError};
+use crate::state::{State, StateError};
+use crate::sync::{PassError, PassOutcome, PassReport, Site, run_pass};
+
+pub use daemon::{DRAIN_GRACE, run};
+pub use status::{StatusFormat, document, status};
+
+/// Why a command could not run at all (a pass that ran and failed is a [`PassError`]).
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The state database could not be opened.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// A mirror could not be set up (a bad CA bundle).
+    #[error("mirror {mirror}: {reason}")]
+    Mirror {
+        /// The mirror.
+        mirror: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The pass failed.
+    #[error(transparent)]
+    Pass(#[from] PassError),
+    /// Something else, with its context.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl CommandError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Self::Config(_) | Self::Mirror { .. } => ExitCode::from(64),
+            Self::State(_) | Self::Pass(_) | Self::Other(_) => ExitCode::from(1),
+        }
+    }
+}
+
+/// Everything a pass needs, opened from a [`Config`].
+pub struct Agent {
+    /// The state database.
+    pub state: State,
+    /// The mirrors, in order.
+    pub mirrors: Vec<Mirror>,
+    /// The site's identity and rules.
+    pub site: Site,
+    /// Where releases go.
+    pub applier: Box<dyn Applier + Send>,
+}
+
+impl Agent {
+    /// Opens the mirrors, the applier and the state database (seeding the configured root when the
+    /// database trusts none yet). Mirrors are opened first: they only parse, and a bad CA bundle is a
+    /// configuration error that must not leave a state file behind.
+    pub fn open(config: &Config, now: OffsetDateTime) -> Result<Self, CommandError> {
+        let mirrors = open_mirrors(&config.mirrors, config.ca_bundle.as_deref())?;
+        let applier: Box<dyn Applier + Send> = match &config.applier {
+            ApplierConfig::Dir(path) => Box::new(DirApplier::new(path)),
+            ApplierConfig::Kube => {
+                return Err(ConfigError::Invalid {
+                    origin: "configuration".to_owned(),
+                    key: "applier",
+                    reason: "kube (server-side apply) is not in this build yet; use dir:PATH"
+                        .to_owned(),
+                }
+                .into());
+            }
+        };
+        if let Some(parent) = config.state.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                CommandError::Other(format!(
+                    "{}: creating the state directory: {e}",
+                    parent.display()
+                ))
+            })?;
+        }
+        let mut state = State::open(&config.state)?;
+        state.trust_initial_root(&config.root.bytes, config.root.version, now)?;
+        let agent_version = AgentVersion::parse_release(AGENT_VERSION)
+            .map_err(|e| CommandError::Other(format!("agent version {AGENT_VERSION}: {e}")))?;
+        Ok(Self {
+            state,
+            mirrors,
+            site: Site {
+                channel: config.channel.clone(),
+                seed: config.cluster_id.seed(),
+                windows: config.windows.clone(),
+                agent_version,
+            },
+            applier,
+        })
+    }
+
+    /// One pass at `now`.
+    pub async fn pass(&mut self, now: OffsetDateTime) -> Result<PassReport, PassError> {
+        let span = tracing::info_span!("sync_pass", channel = %self.site.channel);
+        let _guard = span.enter();
+        let result = run_pass(
+            &mut self.state,
+            &self.mirrors,
+            &self.site,
+            self.applier.as_mut(),
+            now,
+        )
+        .await;
+        let (key, value) = match &result {
+            Ok(report) => ("last_outcome", describe(&report.outcome)),
+            Err(e) => ("last_error", e.to_string()),
+        };
+        // The pass's own records are already durable; a failure to note its summary is only logged.
+        if let Err(e) = self.state.set_fact(key, &value) {
+            tracing::warn!(error = %e, "could not record the pass outcome");
+        }
+        if result.is_ok()
+            && let Err(e) = self.state.set_fact("last_error", "")
+        {
+            tracing::warn!(error = %e, "could not clear the last error");
+        }
+        result
+    }
+}
+
+/// `mast-agent once`: one pass; prints what happened and returns the exit code.
+pub async fn once(config: &Config, now: OffsetDateTime) -> Result<ExitCode, CommandError> {
+    let mut agent = Agent::open(config, now)?;
+    let report = agent.pass(now).await?;
+    Ok(print_report(&report))
+}
+
+/// `mast-agent import PATH`: one pass against a repository directory copied by hand (a USB stick, an
+/// air-gap transfer), verified exactly as a mirror is.
+pub async fn import(
+    config: &Config,
+    path: &Path,
+    now: OffsetDateTime,
+) -> Result<ExitCode, CommandError> {
+    if !path.join("metadata").is_dir() {
+        return Err(CommandError::Other(format!(
+            "{}: not a mast repository (no metadata/ directory)",
+            path.display()
+        )));
+    }
+    let mut config = config.clone();
+    config.mirrors = vec![MirrorSpec::Dir(path.to_path_buf())];
+    once(&config, now).await
+}
+
+/// Prints a pass report and returns the exit code it means.
+fn print_report(report: &PassReport) -> ExitCode {
+    for skipped in &report.skipped {
+        eprintln!("skipped {}: {}", skipped.mirror, skipped.reason);
+    }
+    println!(
+        "{} (metadata from {})",
+        describe(&report.outcome),
+        report.mirror
+    );
+    if report.chunks_fetched + report.chunks_held > 0 {
+        println!(
+            "fetched {} chunks ({} bytes with the index), reused {} held chunks",
+            report.chunks_fetched, report.bytes_fetched, report.chunks_held
+        );
+    }
+    match report.outcome {
+        PassOutcome::Waiting { .. } => ExitCode::from(3),
+        _ => ExitCode::SUCCESS,
+    }
+}
+
+/// One line for a pass outcome.
+pub fn describe(outcome: &PassOutcome) -> String {
+    match outcome {
+        PassOutcome::NoRelease => "no release on the channel yet".to_owned(),
+        PassOutcome::UpToDate { release } => format!("up to date at release {release}"),
+        PassOutcome::Applied { release, report } => format!(
+            "applied release {release}: {} written, {} unchanged, {} pruned",
+            report.written, report.unchanged, report.pruned
+        ),
+        PassOutcome::Waiting { release, until } => format!(
+            "release {release} is held until {}",
+            crate::state::rfc3339(*until)
+        ),
+        PassOutcome::NotInRollout { release } => {
+            format!("release {release} is not for this site's rollout wave")
+        }
+    }
+}
+
+fn open_mirrors(specs: &[MirrorSpec], ca_file: Option<&Path>) -> Result<Vec<Mirror>, CommandError> {
+    let options = MirrorOptions {
+        ca_file: ca_file.map(Path::to_path_buf),
+        ..MirrorOptions::default()
+    };
+    specs
+        .iter()
+        .map(|spec| {
+            Mirror::open(spec, &options).map_err(|e| CommandError::Mirror {
+                mirror: format!("{spec:?}"),
+                reason: e.to_string(),
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,170 @@
+//! `mast-agent status`: what the site runs, read from the state database alone.
+//!
+//! It opens the database read-only, so it works while the daemon runs and with every mirror down, and it
+//! never creates a database where there is none.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde_json::{Map, Value, json};
+
+use crate::state::{JournalEntry, State, StateError};
+
+/// How `status` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StatusFormat {
+    /// Lines for a person.
+    #[default]
+    Plain,
+    /// One JSON document, for fleet tooling.
+    Json,
+}
+
+/// Reads the database at `path` and renders its status, with the newest `journal` journal entries.
+pub fn status(path: &Path, format: StatusFormat, journal: u32) -> Result<String, StateError> {
+    let state = State::open_read_only(path)?;
+    let document = document(&state, journal)?;
+    Ok(match format {
+        StatusFormat::Json => format!("{document:#}\n"),
+        StatusFormat::Plain => plain(&document),
+    })
+}
+
+/// The status as JSON: the same document `/status` serves and `--output json` prints.
+pub fn document(state: &State, journal: u32) -> Result<Value, StateError> {
+    let versions = |pairs: Vec<(String, u64)>| -> Value {
+        pairs
+            .into_iter()
+            .map(|(role, version)| (role, json!(version)))
+            .collect::<Map<_, _>>()
+            .into()
+    };
+    let mut channels = Map::new();
+    for channel in state.channels()? {
+        channels.insert(
+            channel.clone(),
+            json!({
+                "current_release": state.current_release(&channel)?,
+                "highest_fetched": state.highest_release(&channel)?,
+            }),
+        );
+    }
+    let fact = |key: &str| -> Result<Value, StateError> {
+        Ok(state
+            .fact(key)?
+            .filter(|v| !v.is_empty())
+            .map_or(Value::Null, Value::String))
+    };
+    let downloads: Vec<Value> = state
+        .downloads()?
+        .into_iter()
+        .map(|d| {
+            json!({"object": d.object, "mirror": d.mirror, "received": d.offset, "length": d.length})
+        })
+        .collect();
+    let entries: Vec<Value> = state.journal(journal)?.iter().map(entry).collect();
+    Ok(json!({
+        "state": state.path().display().to_string(),
+        "schema": crate::state::SCHEMA_VERSION,
+        "trusted": versions(state.trusted_versions()?),
+        "highest_trusted": versions(state.highest_versions()?),
+        "channels": channels,
+        "last_contact": fact("last_contact")?,
+        "last_mirror": fact("last_mirror")?,
+        "last_outcome": fact("last_outcome")?,
+        "last_error": fact("last_error")?,
+        "downloads": downloads,
+        "journal": entries,
+        "outbox": state.outbox_len()?,
+    }))
+}
+
+fn entry(e: &JournalEntry) -> Value {
+    json!({
+        "id": e.id,
+        "channel": e.channel,
+        "release": e.release,
+        "state": e.state.as_str(),
+        "at": e.at,
+        "detail": e.detail,
+    })
+}
+
+/// The document as lines.
+fn plain(doc: &Value) -> String {
+    let text = |v: &Value| match v {
+        Value::Null => "never".to_owned(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let roles = |v: &Value| {
+        v.as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(role, version)| format!("{role} v{version}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "nothing".to_owned())
+    };
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = writeln!(out, "state:         {}", text(&doc["state"]));
+    let _ = writeln!(out, "trusted:       {}", roles(&doc["trusted"]));
+    let _ = writeln!(out, "highest seen:  {}", roles(&doc["highest_trusted"]));
+    if let Some(channels) = doc["channels"].as_object() {
+        for (channel, c) in channels {
+            let current = match &c["current_release"] {
+                Value::Null => "nothing applied yet".to_owned(),
+                n => format!("running release {n}"),
+            };
+            let _ = writeln!(
+                out,
+                "channel {channel}: {current}; highest fetched {}",
+                text(&c["highest_fetched"])
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "last contact:  {} ({})",
+        text(&doc["last_contact"]),
+        text(&doc["last_mirror"])
+    );
+    let _ = writeln!(out, "last outcome:  {}", text(&doc["last_outcome"]));
+    if !doc["last_error"].is_null() {
+        let _ = writeln!(out, "last error:    {}", text(&doc["last_error"]));
+    }
+    for d in doc["downloads"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "downloading:   {} {}/{} bytes from {}",
+            text(&d["object"]),
+            d["received"],
+            d["length"],
+            text(&d["mirror"])
+        );
+    }
+    let _ = writeln!(out, "outbox:        {} reports waiting", doc["outbox"]);
+    let journal = doc["journal"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if !journal.is_empty() {
+        let _ = writeln!(out, "journal (newest first):");
+        for e in journal {
+            let detail = e["detail"].as_str().filter(|d| !d.is_empty());
+            let _ = writeln!(
+                out,
+                "  {}  {} release {}  {}{}",
+                text(&e["at"]),
+                text(&e["channel"]),
+                e["release"],
+                text(&e["state"]),
+                detail.map(|d| format!(": {d}")).unwrap_or_default()
+            );
+        }
+    }
+    out
+}

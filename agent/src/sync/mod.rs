@@ -1,0 +1,494 @@
+//! One sync pass: refresh trust, pick the channel's release, fetch what is missing, apply when allowed.
+//!
+//! A pass moves through fixed phases, each ending in a durable record before the next begins:
+//!
+//! 1. **Refresh** — the TUF workflow against each mirror in order until one gives a complete, verified
+//!    refresh; every newly trusted file is committed to SQLite before it is used. A mirror that fails (down,
+//!    lying, stale, rolled back) is recorded and the next one is tried.
+//! 2. **Select** — the channel's newest release in the trusted targets, refusing one below the highest
+//!    release this site ever recorded, or one that needs a newer agent.
+//! 3. **Fetch** — the signed chunk index, then only the chunks the site does not hold, each checked against
+//!    the index before zstd sees it and stored; a chunk that fails on one mirror is fetched from the next.
+//!    The release is then `staged` in the journal.
+//! 4. **Gate** — the release's rollout wave for this site's seed and the change windows say whether to
+//!    apply now.
+//! 5. **Apply** — the tar is rebuilt from the local store and checked against the signed digest, walked
+//!    with the safe walker, and handed to the [`Applier`]; the journal records `applied` and `healthy`.
+//!
+//! A pass that fails at any point leaves the site as it was: what runs keeps running, and nothing is ever
+//! removed because a mirror or the network is gone.
+
+use mast_mirror::client::{Client, fetch_target, fetch_verified};
+use mast_mirror::{Mirror, MirrorRead, ObjectPath};
+use mast_protocol::bundle::{ChunkIndex, IndexLimits, Reassembler, WalkLimits, verify_chunk, walk};
+use mast_protocol::digest::Sha256Digest;
+use mast_protocol::release::{
+    AgentVersion, Channel, ReleaseError, ReleaseNumber, SelectedRelease, select_release,
+};
+use mast_protocol::tuf::{Limits, TrustedMetadata};
+use time::OffsetDateTime;
+
+use crate::apply::{Applier, ApplyError, ApplyReport, ApplyRequest};
+use crate::schedule::{ApplyGate, ChangeWindows};
+use crate::state::{JournalState, State, StateError, rfc3339};
+
+/// What a site is, for a pass: its channel, rollout seed, change windows and agent version.
+#[derive(Debug, Clone)]
+pub struct Site {
+    /// The channel followed.
+    pub channel: Channel,
+    /// The rollout seed, from the cluster id.
+    pub seed: u16,
+    /// When releases may be applied.
+    pub windows: ChangeWindows,
+    /// This agent's version, checked against a release's minimum.
+    pub agent_version: AgentVersion,
+}
+
+/// How a pass ended, when it did not fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PassOutcome {
+    /// The channel has no release yet.
+    NoRelease,
+    /// The site already runs the channel's newest release (or holds back from one that failed here).
+    UpToDate {
+        /// The release the site runs.
+        release: u64,
+    },
+    /// The newest release was fetched, verified and applied.
+    Applied {
+        /// The release.
+        release: u64,
+        /// What the applier did.
+        report: ApplyReport,
+    },
+    /// The newest release is held locally and waits for its wave or a change window.
+    Waiting {
+        /// The release.
+        release: u64,
+        /// When it may be applied.
+        until: OffsetDateTime,
+    },
+    /// The newest release's rollout does not include this site.
+    NotInRollout {
+        /// The release.
+        release: u64,
+    },
+}
+
+/// One mirror's failure during a pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorFailure {
+    /// The mirror.
+    pub mirror: String,
+    /// Why it was skipped.
+    pub reason: String,
+}
+
+/// What a pass did, successful or not, for logs, metrics and status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassReport {
+    /// How it ended.
+    pub outcome: PassOutcome,
+    /// The mirror whose metadata was trusted.
+    pub mirror: String,
+    /// Mirrors skipped on the way, with why.
+    pub skipped: Vec<MirrorFailure>,
+    /// Content bytes fetched (index and chunks; metadata not counted).
+    pub bytes_fetched: u64,
+    /// Chunks fetched.
+    pub chunks_fetched: usize,
+    /// Chunks the release needed that the site already held.
+    pub chunks_held: usize,
+}
+
+/// Why a pass failed. Every variant leaves the site running what it ran.
+#[derive(Debug, thiserror::Error)]
+pub enum PassError {
+    /// No root is trusted yet (the caller seeds the configured root first).
+    #[error("no trusted root in the state database")]
+    NoRoot,
+    /// The trusted state in the database no longer verifies.
+    #[error("trusted metadata in the state database: {0}")]
+    Trust(String),
+    /// Every mirror failed to give a verified refresh.
+    #[error("no mirror gave verifiable metadata: {}", list(.0))]
+    NoMirror(Vec<MirrorFailure>),
+    /// The trusted targets name a release this agent refuses.
+    #[error(transparent)]
+    Release(#[from] ReleaseError),
+    /// Every mirror failed to serve the release's content as signed.
+    #[error(
+        "release {release}: no mirror served its content as signed: {}",
+        list(failures)
+    )]
+    Content {
+        /// The release.
+        release: u64,
+        /// Each mirror's failure.
+        failures: Vec<MirrorFailure>,
+    },
+    /// The release's signed fields disagree with its index, or the rebuilt tar does not walk.
+    #[error("release {release}: {reason}")]
+    Bundle {
+        /// The release.
+        release: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The applier failed.
+    #[error("release {release}: applying: {source}")]
+    Apply {
+        /// The release.
+        release: u64,
+        /// The applier's error.
+        #[source]
+        source: ApplyError,
+    },
+    /// The state database failed.
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+impl PassError {
+    /// Whether the failure is expected to pass by itself (a link or mirror problem) rather than needing
+    /// an operator (a bad release, a broken database): the scheduler backs off on the first kind and
+    /// raises an alarm on the second.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::NoMirror(_) | Self::Content { .. })
+    }
+}
+
+/// Runs one pass. `mirrors` are tried in order; `now` is the pass's one instant (TUF §5.1).
+pub async fn run_pass(
+    state: &mut State,
+    mirrors: &[Mirror],
+    site: &Site,
+    applier: &mut dyn Applier,
+    now: OffsetDateTime,
+) -> Result<PassReport, PassError> {
+    let (first, trusted, skipped) = refresh(state, mirrors, now).await?;
+    let mut report = PassReport {
+        outcome: PassOutcome::NoRelease,
+        mirror: mirrors[first].describe(),
+        skipped,
+        bytes_fetched: 0,
+        chunks_fetched: 0,
+        chunks_held: 0,
+    };
+    state.set_fact("last_contact", &rfc3339(now))?;
+    state.set_fact("last_mirror", &report.mirror)?;
+
+    let Some(selected) = select(state, &trusted, site)? else {
+        return Ok(report);
+    };
+    let number = selected.release.number.get();
+    let current = state.current_release(site.channel.as_str())?;
+    if current == Some(number) {
+        report.outcome = PassOutcome::UpToDate { release: number };
+        return Ok(report);
+    }
+    if state.has_failed(site.channel.as_str(), number)? {
+        // A release that failed here is not retried until a newer one appears.
+        report.outcome = PassOutcome::UpToDate {
+            release: current.unwrap_or(0),
+        };
+        return Ok(report);
+    }
+
+    let index = fetch_release(state, mirrors, first, &selected, now, &mut report).await?;
+    match ApplyGate::decide(
+        selected.release.waves.decision(site.seed, now),
+        &site.windows,
+        now,
+    ) {
+        ApplyGate::ApplyNow => {}
+        ApplyGate::WaitUntil(until) => {
+            report.outcome = PassOutcome::Waiting {
+                release: number,
+                until,
+            };
+            return Ok(report);
+        }
+        ApplyGate::NotInRollout => {
+            report.outcome = PassOutcome::NotInRollout { release: number };
+            return Ok(report);
+        }
+    }
+    let applied = apply_release(state, &site.channel, number, &index, applier, now)?;
+    report.outcome = PassOutcome::Applied {
+        release: number,
+        report: applied,
+    };
+    Ok(report)
+}
+
+/// Re-applies a release from the local store alone (no network): the rollback path, and the offline
+/// boot that puts the last healthy release back in place.
+pub fn apply_release(
+    state: &mut State,
+    channel: &Channel,
+    release: u64,
+    index: &ChunkIndex,
+    applier: &mut dyn Applier,
+    now: OffsetDateTime,
+) -> Result<ApplyReport, PassError> {
+    let bad = |reason: String| PassError::Bundle { release, reason };
+    let mut reassembler = Reassembler::new(index);
+    let mut tar = Vec::with_capacity(usize::try_from(index.tar_length()).unwrap_or(0));
+    while let Some(entry) = reassembler.next_chunk() {
+        let compressed = state.chunk(&entry.sha256())?.ok_or_else(|| {
+            bad(format!(
+                "chunk {} is not in the local store",
+                entry.sha256()
+            ))
+        })?;
+        let raw = reassembler
+            .feed(&compressed)
+            .map_err(|e| bad(format!("local chunk {}: {e}", entry.sha256())))?;
+        tar.extend_from_slice(&raw);
+    }
+    reassembler.finish().map_err(|e| bad(e.to_string()))?;
+    let files = walk(&tar, &WalkLimits::default()).map_err(|e| bad(e.to_string()))?;
+    let channel_name = channel.as_str();
+    let applied = applier
+        .apply(&ApplyRequest {
+            channel,
+            release,
+            files: &files,
+        })
+        .map_err(|source| PassError::Apply { release, source });
+    let applied = match applied {
+        Ok(applied) => applied,
+        Err(e) => {
+            state.journal_append(
+                channel_name,
+                release,
+                JournalState::Failed,
+                &e.to_string(),
+                now,
+            )?;
+            return Err(e);
+        }
+    };
+    state.journal_append(channel_name, release, JournalState::Applied, "", now)?;
+    // The directory applier has no health to wait for: written is healthy. The cluster applier's health
+    // gate goes between these two records.
+    state.journal_append(channel_name, release, JournalState::Healthy, "", now)?;
+    Ok(applied)
+}
+
+/// Walks the mirrors until one refreshes; returns its position, the trusted metadata and the failures.
+async fn refresh(
+    state: &mut State,
+    mirrors: &[Mirror],
+    now: OffsetDateTime,
+) -> Result<(usize, TrustedMetadata, Vec<MirrorFailure>), PassError> {
+    let mut failures = Vec::new();
+    for (position, mirror) in mirrors.iter().enumerate() {
+        // Each attempt starts from what is durably trusted, including what a failed attempt stored.
+        let files = state.trusted()?;
+        let persisted = files.persisted().ok_or(PassError::NoRoot)?;
+        let (trusted, _discarded) = TrustedMetadata::from_persisted(persisted)
+            .map_err(|e| PassError::Trust(e.to_string()))?;
+        let mut client = Client::new(
+            mirror,
+            state.trust_store(now),
+            trusted,
+            now,
+            Limits::default(),
+        );
+        match client.refresh().await {
+            Ok(()) => {
+                let trusted = client.trusted().clone();
+                return Ok((position, trusted, failures));
+            }
+            Err(e) => {
+                tracing::warn!(mirror = %mirror.describe(), error = %e, "mirror skipped");
+                failures.push(MirrorFailure {
+                    mirror: mirror.describe(),
+                    reason: e.to_string(),
+                });
+            }
+        }
+    }
+    Err(PassError::NoMirror(failures))
+}
+
+fn select(
+    state: &State,
+    trusted: &TrustedMetadata,
+    site: &Site,
+) -> Result<Option<SelectedRelease>, PassError> {
+    let Some(targets) = trusted.targets() else {
+        return Ok(None);
+    };
+    let highest = state
+        .highest_release(site.channel.as_str())?
+        .and_then(|n| ReleaseNumber::new(n).ok());
+    let selected = select_release(
+        targets
+            .signed
+            .targets
+            .iter()
+            .map(|(name, file)| (name.as_str(), file)),
+        &site.channel,
+        highest,
+        &site.agent_version,
+    )?;
+    Ok(selected)
+}
+
+/// Fetches the index and every chunk the site lacks, trying mirrors from `first` on; stages the release.
+async fn fetch_release(
+    state: &mut State,
+    mirrors: &[Mirror],
+    first: usize,
+    selected: &SelectedRelease,
+    now: OffsetDateTime,
+    report: &mut PassReport,
+) -> Result<ChunkIndex, PassError> {
+    let release = &selected.release;
+    let number = release.number.get();
+    let order: Vec<&Mirror> = mirrors
+        .iter()
+        .skip(first)
+        .chain(&mirrors[..first])
+        .collect();
+    let mut failures = Vec::new();
+
+    let mut index_bytes = None;
+    for mirror in &order {
+        let mut bytes = Vec::new();
+        let target = &selected.index;
+        match fetch_target(*mirror, &target.name, &target.file, &mut bytes).await {
+            Ok(()) => {
+                index_bytes = Some(bytes);
+                break;
+            }
+            Err(e) => failures.push(failure(mirror, e)),
+        }
+    }
+    let Some(index_bytes) = index_bytes else {
+        return Err(PassError::Content {
+            release: number,
+            failures,
+        });
+    };
+    report.bytes_fetched += index_bytes.len() as u64;
+    let bad = |reason: String| PassError::Bundle {
+        release: number,
+        reason,
+    };
+    let index = ChunkIndex::from_slice(&index_bytes, &IndexLimits::default())
+        .map_err(|e| bad(format!("chunk index: {e}")))?;
+    if index.tar_sha256() != release.tar_sha256 || index.tar_length() != release.tar_length {
+        return Err(bad(format!(
+            "the index describes a tar of {} bytes with sha256 {}, the signed release one of {} bytes \
+             with sha256 {}",
+            index.tar_length(),
+            index.tar_sha256(),
+            release.tar_length,
+            release.tar_sha256
+        )));
+    }
+
+    let mut wanted = Vec::new();
+    let mut listed = std::collections::HashSet::new();
+    for entry in index.chunks() {
+        if listed.insert(entry.sha256()) {
+            wanted.push(entry);
+        }
+    }
+    for entry in wanted {
+        if state.has_chunk(&entry.sha256())? {
+            report.chunks_held += 1;
+            continue;
+        }
+        let mut stored = false;
+        for mirror in &order {
+            match fetch_chunk(*mirror, entry.sha256(), entry.length(), |bytes| {
+                verify_chunk(entry, bytes)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            {
+                Ok(bytes) => {
+                    state.put_chunk(&entry.sha256(), &bytes, now)?;
+                    report.bytes_fetched += bytes.len() as u64;
+                    report.chunks_fetched += 1;
+                    stored = true;
+                    break;
+                }
+                Err(reason) => failures.push(MirrorFailure {
+                    mirror: mirror.describe(),
+                    reason,
+                }),
+            }
+        }
+        if !stored {
+            return Err(PassError::Content {
+                release: number,
+                failures,
+            });
+        }
+    }
+    let chunks: Vec<Sha256Digest> = listed.into_iter().collect();
+    state.record_release(
+        release.channel.as_str(),
+        number,
+        &release.tar_sha256,
+        &index_bytes,
+        &chunks,
+        now,
+    )?;
+    state.journal_append(
+        release.channel.as_str(),
+        number,
+        JournalState::Staged,
+        "",
+        now,
+    )?;
+    Ok(index)
+}
+
+/// Reads one chunk whole, checks its length and sha256 while it streams and then `check` (zstd and the
+/// raw digest) before anything stores it.
+async fn fetch_chunk<M: MirrorRead>(
+    mirror: &M,
+    sha256: Sha256Digest,
+    length: u64,
+    check: impl FnOnce(&[u8]) -> Result<(), String>,
+) -> Result<Vec<u8>, String> {
+    let mut bytes = Vec::with_capacity(usize::try_from(length).unwrap_or(0));
+    fetch_verified(
+        mirror,
+        &ObjectPath::Chunk(sha256),
+        length,
+        &sha256,
+        &mut bytes,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    check(&bytes)?;
+    Ok(bytes)
+}
+
+fn failure(mirror: &Mirror, error: impl std::fmt::Display) -> MirrorFailure {
+    MirrorFailure {
+        mirror: mirror.describe(),
+        reason: error.to_string(),
+    }
+}
+
+fn list(failures: &[MirrorFailure]) -> String {
+    if failures.is_empty() {
+        return "no mirror configured".to_owned();
+    }
+    failures
+        .iter()
+        .map(|f| format!("{}: {}", f.mirror, f.reason))
+        .collect::<Vec<_>>()
+        .join("; ")
+}

@@ -1,0 +1,263 @@
+//! The real `mast-agent` binary against repositories the packager's own code wrote, served by real
+//! nginx: first apply, an idle pass, a one-file change, lying mirrors, a site offline, bad config.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::fs;
+
+use mast_test_support::{Nginx, NginxConfig};
+use support::{Repo, Site, applied_files, text};
+
+fn nginx(root: &std::path::Path) -> Nginx {
+    NginxConfig::new(root).read_only().start()
+}
+
+#[test]
+fn applies_a_release_then_idles_then_fetches_only_the_changed_chunks() {
+    let repo = Repo::new(300);
+    let first = repo.release();
+    let server = nginx(&repo.repo);
+    let site = Site::new();
+    let mirror = server.url("");
+
+    let out = site.run(&repo, &[&mirror], &["once"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("applied release 1"), "{stdout}");
+    let applied = applied_files(&site.applied());
+    assert_eq!(applied.len(), 300);
+    assert_eq!(
+        applied[7].1,
+        fs::read(repo.manifests.join(&applied[7].0)).unwrap()
+    );
+    let status = site.status();
+    assert_eq!(status["channels"]["prod"]["current_release"], 1);
+    assert_eq!(status["trusted"]["root"], 1);
+    assert!(status["last_error"].is_null(), "{status}");
+
+    // An idle pass: up to date, no content fetched.
+    let before = server.requests().len();
+    let out = site.run(&repo, &[&mirror], &["once"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("up to date at release 1"));
+    let idle: Vec<_> = server.requests().into_iter().skip(before).collect();
+    assert!(
+        idle.iter().all(|r| r.uri.contains("/metadata/")),
+        "an idle pass fetched content: {idle:?}"
+    );
+
+    // One manifest changes: the second release costs a chunk or two, not the bundle.
+    repo.edit(150, 1);
+    let second = repo.release();
+    assert_eq!(second.release, 2);
+    let before = server.requests().len();
+    let out = site.run(&repo, &[&mirror], &["once"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("applied release 2: 1 written, 299 unchanged")
+    );
+    let chunk_requests: Vec<_> = server
+        .requests()
+        .into_iter()
+        .skip(before)
+        .filter(|r| r.uri.contains("/chunks/"))
+        .collect();
+    assert!(
+        (1..=3).contains(&chunk_requests.len()),
+        "{} chunk requests of {} chunks: {chunk_requests:?}",
+        chunk_requests.len(),
+        second.chunks
+    );
+    let chunk_bytes: u64 = chunk_requests.iter().map(|r| r.body_bytes).sum();
+    assert!(
+        chunk_bytes * 50 < first.tar_bytes,
+        "{chunk_bytes} chunk bytes for a one-file change in a {}-byte bundle",
+        first.tar_bytes
+    );
+    assert_eq!(
+        fs::read(site.applied().join("config-0150.yaml")).unwrap(),
+        fs::read(repo.manifests.join("config-0150.yaml")).unwrap()
+    );
+    assert_eq!(site.status()["channels"]["prod"]["current_release"], 2);
+}
+
+#[test]
+fn a_tampered_mirror_is_skipped_and_only_lying_mirrors_apply_nothing() {
+    let repo = Repo::new(40);
+    repo.release();
+    // A copy of the repository with one chunk's bytes changed: its metadata verifies, its content not.
+    let liar = tempfile::tempdir().unwrap();
+    copy_dir(&repo.repo, liar.path());
+    let chunk = fs::read_dir(liar.path().join("chunks"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut bytes = fs::read(&chunk).unwrap();
+    bytes[10] ^= 0xff;
+    fs::write(&chunk, bytes).unwrap();
+    let liar_server = nginx(liar.path());
+    let honest = nginx(&repo.repo);
+
+    let site = Site::new();
+    let out = site.run(&repo, &[&liar_server.url("")], &["once"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no mirror served its content as signed"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&chunk.file_name().unwrap().to_string_lossy().into_owned()),
+        "{stderr}"
+    );
+    assert!(!site.applied().exists() || applied_files(&site.applied()).is_empty());
+    let status = site.status();
+    assert!(
+        status["channels"]["prod"]["current_release"].is_null(),
+        "{status}"
+    );
+    assert!(
+        status["last_error"].as_str().unwrap().contains("as signed"),
+        "{status}"
+    );
+
+    // With an honest mirror after the liar, the site converges; the good chunks it already stored are
+    // kept, the bad one is fetched from the honest mirror.
+    let out = site.run(&repo, &[&liar_server.url(""), &honest.url("")], &["once"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("applied release 1"));
+    assert_eq!(applied_files(&site.applied()).len(), 40);
+}
+
+#[test]
+fn a_stale_or_rolled_back_mirror_is_skipped_for_the_next_one() {
+    let repo = Repo::new(20);
+    repo.release();
+    // A mirror frozen at release 1 while the repository moves on to release 2.
+    let stale = tempfile::tempdir().unwrap();
+    copy_dir(&repo.repo, stale.path());
+    repo.edit(3, 1);
+    repo.release();
+    let stale_server = nginx(stale.path());
+    let honest = nginx(&repo.repo);
+
+    let site = Site::new();
+    // First the site learns release 2 from the honest mirror...
+    let out = site.run(&repo, &[&honest.url("")], &["once"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // ...then the stale mirror's older timestamp is a rollback: refused, and the next mirror is used.
+    let out = site.run(&repo, &[&stale_server.url(""), &honest.url("")], &["once"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("skipped"), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("up to date at release 2"));
+    // With only the stale mirror the pass fails and nothing changes.
+    let out = site.run(&repo, &[&stale_server.url("")], &["once"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no mirror gave verifiable metadata"));
+    assert_eq!(site.status()["channels"]["prod"]["current_release"], 2);
+}
+
+#[test]
+fn offline_the_site_keeps_what_it_runs_and_says_why() {
+    let repo = Repo::new(10);
+    repo.release();
+    let site = Site::new();
+    {
+        let server = nginx(&repo.repo);
+        let out = site.run(&repo, &[&server.url("")], &["once"]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    // The server is gone: connections are refused.
+    let down = format!("http://127.0.0.1:{}/", mast_test_support::free_port());
+    let before = applied_files(&site.applied());
+    let out = site.run(&repo, &[&down], &["once"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(applied_files(&site.applied()), before);
+    let status = site.status();
+    assert_eq!(status["channels"]["prod"]["current_release"], 1);
+    assert!(!status["last_error"].is_null(), "{status}");
+    assert!(status["last_contact"].is_string(), "{status}");
+}
+
+#[test]
+fn a_release_outside_the_sites_wave_is_held_with_exit_3() {
+    let repo = Repo::new(5);
+    // Every seed below 10000 is in a wave that starts in a day.
+    repo.release_with(Some("100%@+1d"));
+    let server = nginx(&repo.repo);
+    let site = Site::new();
+    let out = site.run(&repo, &[&server.url("")], &["once"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("release 1 is held until"));
+    // Fetched and verified, not applied.
+    assert!(!site.applied().exists());
+    let status = site.status();
+    assert_eq!(status["channels"]["prod"]["highest_fetched"], 1);
+    assert!(status["channels"]["prod"]["current_release"].is_null());
+}
+
+#[test]
+fn bad_configuration_exits_64_naming_the_key() {
+    let repo = Repo::new(1);
+    let site = Site::new();
+    let out = site
+        .agent(&repo, &["http://127.0.0.1:9/"])
+        .env("MAST_POLL_INTERVAL", "soon")
+        .arg("once")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("MAST_POLL_INTERVAL") && stderr.contains("poll_interval"),
+        "{stderr}"
+    );
+    assert!(
+        !site.state().exists(),
+        "a config error must not create the state database"
+    );
+
+    let out = site
+        .agent(&repo, &["ftp://example.com/"])
+        .arg("once")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mirrors"));
+
+    let out = site.run(&repo, &["http://127.0.0.1:9/"], &["once", "--no-such-flag"]);
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out));
+}
+
+#[test]
+fn status_without_a_database_fails_without_creating_one() {
+    let site = Site::new();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mast-agent"))
+        .env("MAST_CONFIG", site.config())
+        .args(["status", "--state"])
+        .arg(site.state())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no state database here"));
+    assert!(!site.state().exists());
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            fs::create_dir_all(&target).unwrap();
+            copy_dir(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
