@@ -158,3 +158,34 @@ fn a_destination_that_refuses_writes_gets_no_timestamp() {
             .all(|r| r.uri != "/metadata/timestamp.json" || r.method != "PUT")
     );
 }
+
+#[test]
+fn a_new_root_lands_just_before_its_timestamp_and_sites_walk_to_it() {
+    if !Nginx::available() {
+        return;
+    }
+    let mut repo = TestRepo::new();
+    let made = repo.release("prod", 1, &as_files(&manifests(2, 20_000, 11)));
+    let served = tempfile::tempdir().unwrap();
+    let nginx = Nginx::serve(served.path());
+    let repo_dir = repo.path().to_str().unwrap().to_owned();
+    let publish = || run_json(&["publish", &repo_dir, "--to", &nginx.base_url()]);
+    publish();
+    let before = nginx.requests().len();
+
+    repo.rotate_timestamp_key();
+    let report = publish();
+    assert_eq!(report["uploaded"], 2, "{report}");
+    let puts: Vec<String> = nginx.requests()[before..]
+        .iter()
+        .filter(|r| r.method == "PUT")
+        .map(|r| r.uri.clone())
+        .collect();
+    assert_eq!(puts, ["/metadata/2.root.json", "/metadata/timestamp.json"]);
+
+    // A site that ships root 1 walks to root 2 and accepts the timestamp signed with the new key.
+    let verdict = verify(&repo, &nginx.base_url());
+    assert_eq!(verdict["metadata"]["root"], 2, "{verdict}");
+    assert_eq!(verdict["release"], 1);
+    assert_eq!(verdict["bundle"]["sha256"], made.bundle_sha256.to_hex());
+}

@@ -14,6 +14,7 @@ use mast_protocol::release::{AgentVersion, Release, ReleaseKind, ReleaseNumber, 
 use mast_protocol::tuf::Expiry;
 use mast_protocol::tuf::builder::{
     Expiries, Repository, RoleSigners, RoleSpec, RootSpec, consistent_target_path, new_root,
+    rotate_root,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -21,6 +22,8 @@ use time::{Duration, OffsetDateTime};
 pub(crate) struct TestRepo {
     pub(crate) dir: tempfile::TempDir,
     keys: Vec<SigningKey>,
+    /// Which of `keys` signs timestamps (changes with a root rotation).
+    timestamp_key: usize,
     repo: Repository,
     now: OffsetDateTime,
 }
@@ -45,7 +48,7 @@ impl TestRepo {
 
     pub(crate) fn with_expiries(expiries: Expiries) -> Self {
         let now = OffsetDateTime::now_utc();
-        let keys: Vec<SigningKey> = (11..=14u8)
+        let keys: Vec<SigningKey> = (11..=15u8)
             .map(|i| SigningKey::from_seed(&[i; 32]))
             .collect();
         let one = |k: &SigningKey| RoleSpec {
@@ -64,6 +67,7 @@ impl TestRepo {
         let this = Self {
             dir: tempfile::tempdir().unwrap(),
             keys,
+            timestamp_key: 3,
             repo,
             now,
         };
@@ -149,16 +153,33 @@ impl TestRepo {
     pub(crate) fn refresh_timestamp(&mut self) {
         // Two seconds on, a window one second short of the lifetime makes the timestamp due.
         self.now += Duration::seconds(2);
-        let signers = signers(&self.keys);
+        let signers = signers(&self.keys, self.timestamp_key);
         self.repo
             .refresh_timestamp(&signers, self.now, Duration::days(7) - Duration::seconds(1))
             .unwrap();
         self.write_metadata();
     }
 
+    /// Root version N+1 with a new timestamp key, signed by the (unchanged) root key; the timestamp is
+    /// re-signed with the new key.
+    pub(crate) fn rotate_timestamp_key(&mut self) {
+        let current = &self.repo.root().signed;
+        let mut spec = RootSpec::from_root(current).unwrap();
+        spec.timestamp = RoleSpec {
+            keys: vec![self.keys[4].public()],
+            threshold: 1,
+        };
+        let mut next =
+            rotate_root(current, &spec, Expiry::new(self.now + Duration::days(365))).unwrap();
+        next.sign(&self.keys[0]);
+        self.repo.push_root(next).unwrap();
+        self.timestamp_key = 4;
+        self.commit();
+    }
+
     fn commit(&mut self) {
         self.now += Duration::seconds(1);
-        let signers = signers(&self.keys);
+        let signers = signers(&self.keys, self.timestamp_key);
         self.repo.commit(&signers, self.now).unwrap();
         self.write_metadata();
     }
@@ -170,11 +191,11 @@ impl TestRepo {
     }
 }
 
-fn signers(keys: &[SigningKey]) -> RoleSigners<'_> {
+fn signers(keys: &[SigningKey], timestamp: usize) -> RoleSigners<'_> {
     RoleSigners {
         targets: vec![&keys[1]],
         snapshot: vec![&keys[2]],
-        timestamp: vec![&keys[3]],
+        timestamp: vec![&keys[timestamp]],
         delegated: BTreeMap::new(),
     }
 }
