@@ -18,13 +18,13 @@ use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use mast_mirror::client::{ClientError, fetch_verified};
-use mast_mirror::{Conditions, ErrorKind, Fetched, MirrorError, MirrorRead, ObjectPath, Response};
+use mast_mirror::{Conditions, ErrorKind, Fetched, MirrorError, MirrorRead, Response};
 use mast_protocol::digest::{Sha256Digest, Sha256Hasher};
 use time::OffsetDateTime;
 use tokio::fs::{File, OpenOptions};
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _, AsyncWriteExt as _};
 
+use super::{DownloadError, SignedObject};
 use crate::state::{Download, State, StateError};
 
 /// Bytes between durable checkpoints by default: one fsync and one SQLite commit per MiB keeps the cost
@@ -33,17 +33,6 @@ const DEFAULT_CHECKPOINT: u64 = 1 << 20;
 
 /// Size of the reads that hash a kept prefix.
 const HASH_BUFFER: usize = 256 << 10;
-
-/// An object and what its signature says it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SignedObject {
-    /// Where it is on a mirror.
-    pub object: ObjectPath,
-    /// The signed sha256 of the whole object.
-    pub sha256: Sha256Digest,
-    /// The signed length of the whole object.
-    pub length: u64,
-}
 
 /// Downloads objects into one directory, recording progress in the state database.
 #[derive(Debug)]
@@ -64,98 +53,15 @@ pub struct Downloaded {
     pub resumed_from: u64,
 }
 
-/// What [`Downloader::fetch_chunk`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChunkFetch {
-    /// The state database already held the chunk; nothing was read.
-    Held,
-    /// The chunk was read, matched its sha256 and is now stored.
-    Stored {
-        /// Bytes read from the mirror.
-        fetched: u64,
-    },
-}
-
-/// Why a download did not produce a verified object. Every variant names the object; those that
-/// involve the mirror name it too.
-#[derive(Debug, thiserror::Error)]
-pub enum DownloadError {
-    /// The mirror could not be read: unreachable, missing the object, an unexpected answer, or the link
-    /// cut mid-body. The bytes received up to then are durable and recorded, for a resume.
-    #[error("{object} from {mirror}: {source}")]
-    Mirror {
-        /// The object's path on the mirror.
-        object: String,
-        /// The mirror.
-        mirror: String,
-        /// What the mirror transport said.
-        #[source]
-        source: MirrorError,
-    },
-    /// The body ended cleanly before the signed length. The bytes received are recorded, for a resume.
-    #[error(
-        "{object} from {mirror}: the body ended at byte {received} of {length}; kept for a resume"
-    )]
-    Truncated {
-        /// The object.
-        object: String,
-        /// The mirror.
-        mirror: String,
-        /// Bytes held, counting any resumed prefix.
-        received: u64,
-        /// The signed length.
-        length: u64,
-    },
-    /// The bytes are not the signed ones: another digest, more bytes than signed, or a mirror that
-    /// announces another length. The partial file and its record are gone; try another mirror.
-    #[error("{object} from {mirror}: {reason}; the partial download was discarded")]
-    Mismatch {
-        /// The object.
-        object: String,
-        /// The mirror.
-        mirror: String,
-        /// What differed.
-        reason: String,
-    },
-    /// Local file I/O failed (a full disk, a read-only directory).
-    #[error("{object}: {path}: {source}")]
-    Io {
-        /// The object.
-        object: String,
-        /// The file or directory.
-        path: PathBuf,
-        /// The error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The state database could not record or forget the download.
-    #[error("{object}: recording the download: {source}")]
-    State {
-        /// The object.
-        object: String,
-        /// What the database said.
-        #[source]
-        source: StateError,
-    },
-}
-
-impl DownloadError {
-    /// Whether the mirror served bytes that are not the signed ones (and they were discarded): a mirror
-    /// to skip, not a link to retry.
-    pub fn is_mismatch(&self) -> bool {
-        matches!(self, Self::Mismatch { .. })
-    }
-}
-
 /// The names an attempt's errors carry, and the way to make them.
-struct Attempt<'a> {
-    object: String,
-    mirror: String,
-    partial: &'a Path,
+pub(super) struct Attempt<'a> {
+    pub(super) object: String,
+    pub(super) mirror: String,
+    pub(super) partial: &'a Path,
 }
 
 impl Attempt<'_> {
-    fn io(&self, path: &Path) -> impl FnOnce(std::io::Error) -> DownloadError + use<> {
+    pub(super) fn io(&self, path: &Path) -> impl FnOnce(std::io::Error) -> DownloadError + use<> {
         let (object, path) = (self.object.clone(), path.to_path_buf());
         move |source| DownloadError::Io {
             object,
@@ -164,12 +70,12 @@ impl Attempt<'_> {
         }
     }
 
-    fn state(&self) -> impl FnOnce(StateError) -> DownloadError + use<> {
+    pub(super) fn state(&self) -> impl FnOnce(StateError) -> DownloadError + use<> {
         let object = self.object.clone();
         move |source| DownloadError::State { object, source }
     }
 
-    fn mirror(&self, source: MirrorError) -> DownloadError {
+    pub(super) fn mirror(&self, source: MirrorError) -> DownloadError {
         DownloadError::Mirror {
             object: self.object.clone(),
             mirror: self.mirror.clone(),
@@ -177,7 +83,7 @@ impl Attempt<'_> {
         }
     }
 
-    fn mismatch(&self, reason: String) -> DownloadError {
+    pub(super) fn mismatch(&self, reason: String) -> DownloadError {
         DownloadError::Mismatch {
             object: self.object.clone(),
             mirror: self.mirror.clone(),
@@ -229,6 +135,11 @@ impl Downloader {
         self.fetched.load(Ordering::Relaxed)
     }
 
+    /// The counter behind [`Downloader::fetched`].
+    pub(super) fn counter(&self) -> &AtomicU64 {
+        &self.fetched
+    }
+
     /// Downloads `want` from `mirror`, resuming what `state` recorded for it, and returns the verified
     /// file. `now` stamps the progress records.
     ///
@@ -275,50 +186,6 @@ impl Downloader {
             path: dest,
             fetched: self.fetched() - fetched_before,
             resumed_from,
-        })
-    }
-
-    /// Fetches the chunk `sha256` of `length` bytes from `mirror` unless `state` holds it, and stores it
-    /// only once its sha256 matched. Chunks are small (256 KiB at most before compression), so they are
-    /// read whole through [`fetch_verified`] and never resumed.
-    pub async fn fetch_chunk<M: MirrorRead>(
-        &self,
-        state: &mut State,
-        mirror: &M,
-        sha256: &Sha256Digest,
-        length: u64,
-        now: OffsetDateTime,
-    ) -> Result<ChunkFetch, DownloadError> {
-        let object = ObjectPath::Chunk(*sha256);
-        let partial = self.partial_path(sha256);
-        let attempt = Attempt {
-            object: object.as_path(),
-            mirror: mirror.describe(),
-            partial: &partial,
-        };
-        if state.has_chunk(sha256).map_err(attempt.state())? {
-            return Ok(ChunkFetch::Held);
-        }
-        let capacity = usize::try_from(length).unwrap_or(0).min(1 << 20);
-        let mut sink = CountingSink {
-            bytes: Vec::with_capacity(capacity),
-            counter: &self.fetched,
-        };
-        match fetch_verified(mirror, &object, length, sha256, &mut sink).await {
-            Ok(()) => {}
-            Err(ClientError::Target { reason, .. }) => return Err(attempt.mismatch(reason)),
-            Err(ClientError::Mirror(source)) => return Err(attempt.mirror(source)),
-            Err(ClientError::Sink { source, .. }) => return Err(attempt.io(&partial)(source)),
-            // fetch_verified neither runs the TUF workflow nor stores anything.
-            Err(other @ (ClientError::Tuf(_) | ClientError::Store { .. })) => {
-                return Err(attempt.mismatch(other.to_string()));
-            }
-        }
-        state
-            .put_chunk(sha256, &sink.bytes, now)
-            .map_err(attempt.state())?;
-        Ok(ChunkFetch::Stored {
-            fetched: sink.bytes.len() as u64,
         })
     }
 
@@ -432,61 +299,7 @@ impl Downloader {
         progress: &mut Progress,
         now: OffsetDateTime,
     ) -> Result<(), DownloadError> {
-        let from = progress.record.offset;
-        let conditions = if from > 0 {
-            let validator = progress
-                .record
-                .etag
-                .as_deref()
-                .filter(|etag| !etag.starts_with("W/"))
-                .or(progress.record.last_modified.as_deref());
-            Conditions::resume(from, validator)
-        } else {
-            Conditions::default()
-        };
-        let fetched = match mirror
-            .get_with(&want.object, want.length, &conditions)
-            .await
-        {
-            Ok(fetched) => fetched,
-            Err(e) if e.kind() == ErrorKind::TooLarge => {
-                let reason = format!("the mirror announces more than the signed {}", want.length);
-                return Err(self.discard(state, attempt, reason).await);
-            }
-            Err(e) => return Err(attempt.mirror(e)),
-        };
-        let mut response = match fetched {
-            Fetched::Partial {
-                from: at,
-                total,
-                response,
-            } => {
-                if at != from || total.is_some_and(|total| total != want.length) {
-                    let reason = format!(
-                        "resumed at {at} of {total:?} bytes, asked {from} of the signed {}",
-                        want.length
-                    );
-                    return Err(self.discard(state, attempt, reason).await);
-                }
-                tracing::debug!(object = %attempt.object, from, "resuming");
-                response
-            }
-            Fetched::Full(response) => {
-                if from > 0 {
-                    tracing::debug!(object = %attempt.object, discarded = from,
-                        "the mirror sent the whole object; starting over");
-                    self.restart(attempt, progress).await?;
-                }
-                response
-            }
-            Fetched::NotModified => {
-                let reason = "a not-modified answer to a read without validators";
-                return Err(attempt.mirror(MirrorError::Protocol {
-                    object: attempt.object.clone(),
-                    reason: reason.to_owned(),
-                }));
-            }
-        };
+        let mut response = self.request(state, mirror, attempt, want, progress).await?;
         keep_validators(&mut progress.record, &response);
         state
             .save_download(&progress.record, now)
@@ -532,6 +345,67 @@ impl Downloader {
             });
         }
         Ok(())
+    }
+
+    /// Asks `mirror` for what `progress` lacks, resuming under the recorded validator. Returns the body
+    /// to append, with `progress` reset to 0 when the mirror sends the whole object.
+    async fn request<M: MirrorRead>(
+        &self,
+        state: &mut State,
+        mirror: &M,
+        attempt: &Attempt<'_>,
+        want: &SignedObject,
+        progress: &mut Progress,
+    ) -> Result<Response, DownloadError> {
+        let from = progress.record.offset;
+        let conditions = if from > 0 {
+            Conditions::resume(from, resume_validator(&progress.record))
+        } else {
+            Conditions::default()
+        };
+        let fetched = match mirror
+            .get_with(&want.object, want.length, &conditions)
+            .await
+        {
+            Ok(fetched) => fetched,
+            Err(e) if e.kind() == ErrorKind::TooLarge => {
+                let reason = format!("the mirror announces more than the signed {}", want.length);
+                return Err(self.discard(state, attempt, reason).await);
+            }
+            Err(e) => return Err(attempt.mirror(e)),
+        };
+        Ok(match fetched {
+            Fetched::Partial {
+                from: at,
+                total,
+                response,
+            } => {
+                if at != from || total.is_some_and(|total| total != want.length) {
+                    let reason = format!(
+                        "resumed at {at} of {total:?} bytes, asked {from} of the signed {}",
+                        want.length
+                    );
+                    return Err(self.discard(state, attempt, reason).await);
+                }
+                tracing::debug!(object = %attempt.object, from, "resuming");
+                response
+            }
+            Fetched::Full(response) => {
+                if from > 0 {
+                    tracing::debug!(object = %attempt.object, discarded = from,
+                        "the mirror sent the whole object; starting over");
+                    self.restart(attempt, progress).await?;
+                }
+                response
+            }
+            Fetched::NotModified => {
+                let reason = "a not-modified answer to a read without validators";
+                return Err(attempt.mirror(MirrorError::Protocol {
+                    object: attempt.object.clone(),
+                    reason: reason.to_owned(),
+                }));
+            }
+        })
     }
 
     /// Makes the bytes written so far durable, then records them.
@@ -630,6 +504,16 @@ impl Downloader {
     }
 }
 
+/// The validator to resume a recorded download with (`If-Range`): a strong `ETag`, else `Last-Modified`,
+/// as [`Response::range_validator`] picks it.
+fn resume_validator(record: &Download) -> Option<&str> {
+    record
+        .etag
+        .as_deref()
+        .filter(|etag| !etag.starts_with("W/"))
+        .or(record.last_modified.as_deref())
+}
+
 /// Takes the validators a response carries; a 206 without them keeps the ones the resume was asked with.
 fn keep_validators(record: &mut Download, response: &Response) {
     if response.etag.is_some() || response.last_modified.is_some() {
@@ -651,22 +535,4 @@ async fn hash_prefix(file: &mut File, limit: u64) -> std::io::Result<Sha256Hashe
         hasher.update(&buf[..n]);
     }
     Ok(hasher)
-}
-
-/// A `Vec` sink that counts into the downloader's total as bytes arrive, so a failed read is counted.
-struct CountingSink<'a> {
-    bytes: Vec<u8>,
-    counter: &'a AtomicU64,
-}
-
-impl std::io::Write for CountingSink<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.counter.fetch_add(buf.len() as u64, Ordering::Relaxed);
-        self.bytes.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
