@@ -409,6 +409,30 @@ async fn a_corrupted_byte_is_caught_and_nothing_is_kept() {
 }
 
 #[tokio::test]
+async fn a_mirror_announcing_more_than_the_signed_length_is_refused_before_its_body() {
+    if !Nginx::available() {
+        return;
+    }
+    let origin = Origin::new(SIZE);
+    let path = origin.dir.path().join(origin.key());
+    let mut longer = origin.bytes.clone();
+    longer.extend_from_slice(b"one byte too many, and then some");
+    std::fs::write(&path, longer).unwrap();
+    let nginx = Nginx::serve(origin.dir.path());
+    let site = Site::new();
+    let mut state = site.state();
+    let downloader = site.downloader();
+    let err = downloader
+        .download(&mut state, &http(&nginx.base_url()), &origin.want, now())
+        .await
+        .unwrap_err();
+    assert!(err.is_mismatch(), "{err}");
+    assert_eq!(downloader.fetched(), 0);
+    assert!(!downloader.partial_path(&origin.want.sha256).exists());
+    assert_eq!(state.download(&origin.key()).unwrap(), None);
+}
+
+#[tokio::test]
 async fn chunks_are_stored_only_when_their_sha256_matches() {
     if !Nginx::available() {
         return;
