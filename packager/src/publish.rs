@@ -76,6 +76,10 @@ pub struct PublishArgs {
     /// Uploads in flight at once.
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub jobs: u16,
+    /// Attempts per request when the destination fails transiently (a connection reset, a timeout, HTTP
+    /// 5xx, 408 or 429), with backoff doubling from 250 ms.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub attempts: u32,
     /// Where the releases come from (a CI or git URL), for the OCI `source` annotation.
     #[arg(long, value_name = "URL", default_value = "")]
     pub source: String,
@@ -218,7 +222,10 @@ pub async fn publish(
         source,
     };
     let mirror = Arc::new(mirror);
-    check_not_stale(&mirror, &plan, &destination).await?;
+    let retry = Retry {
+        attempts: args.attempts,
+    };
+    check_not_stale(&mirror, &plan, &destination, retry).await?;
 
     let progress = Progress::new(plan.total_bytes());
     let mut report = PublishReport {
@@ -227,25 +234,38 @@ pub async fn publish(
         ..PublishReport::default()
     };
     let jobs = usize::from(args.jobs);
-    report.chunks_uploaded = upload_all(&mirror, &plan.chunks, jobs, &progress, &mut report)
+    let batch = Batch {
+        mirror: &mirror,
+        progress: &progress,
+        retry,
+    };
+    report.chunks_uploaded = batch
+        .upload_all(&plan.chunks, jobs, &mut report)
         .await
         .map_err(dest)?;
-    report.targets_uploaded = upload_all(&mirror, &plan.targets, jobs, &progress, &mut report)
+    report.targets_uploaded = batch
+        .upload_all(&plan.targets, jobs, &mut report)
         .await
         .map_err(dest)?;
     for release in &plan.releases {
-        mirror.link_release(release).await.map_err(dest)?;
+        retry
+            .run(|| mirror.link_release(release))
+            .await
+            .map_err(dest)?;
         report
             .releases
             .push(format!("{}/{}", release.channel, release.number));
     }
     // One at a time, in order: roots last of these, just before the timestamp.
-    report.metadata_uploaded = upload_all(&mirror, &plan.metadata, 1, &progress, &mut report)
+    report.metadata_uploaded = batch
+        .upload_all(&plan.metadata, 1, &mut report)
         .await
         .map_err(dest)?;
-    report.timestamp_uploaded = put_timestamp(&mirror, &plan.timestamp, &progress)
+    report.timestamp_uploaded = retry
+        .run(|| put_timestamp(&mirror, &plan.timestamp))
         .await
         .map_err(dest)?;
+    progress.advance(plan.timestamp.length);
     if report.timestamp_uploaded {
         report.uploaded += 1;
         report.metadata_uploaded += 1;
@@ -311,8 +331,10 @@ async fn check_not_stale(
     mirror: &Mirror,
     plan: &Plan,
     destination: &str,
+    retry: Retry,
 ) -> Result<(), PublishError> {
-    let Some(remote) = remote_timestamp(mirror, &plan.timestamp)
+    let Some(remote) = retry
+        .run(|| remote_timestamp(mirror, &plan.timestamp))
         .await
         .map_err(|source| PublishError::Destination {
             destination: destination.to_owned(),
@@ -344,45 +366,85 @@ async fn remote_timestamp(
 }
 
 /// Writes the timestamp unless the destination has these exact bytes; returns whether it wrote.
-async fn put_timestamp(
-    mirror: &Mirror,
-    timestamp: &Upload,
-    progress: &Progress,
-) -> Result<bool, MirrorError> {
+async fn put_timestamp(mirror: &Mirror, timestamp: &Upload) -> Result<bool, MirrorError> {
     let bytes = read(&timestamp.path).await?;
     if remote_timestamp(mirror, timestamp).await?.as_deref() == Some(&bytes[..]) {
-        progress.advance(timestamp.length);
         return Ok(false);
     }
     mirror.put(&timestamp.object, bytes).await?;
-    progress.advance(timestamp.length);
     Ok(true)
 }
 
-/// Uploads each object the destination lacks, `jobs` at a time; returns how many it uploaded. On the first
-/// failure the rest are abandoned (what landed is immutable and harmless).
-async fn upload_all(
-    mirror: &Arc<Mirror>,
-    uploads: &[Upload],
-    jobs: usize,
-    progress: &Progress,
-    report: &mut PublishReport,
-) -> Result<u64, MirrorError> {
-    let uploaded = Arc::new(AtomicU64::new(0));
-    let bytes = Arc::new(AtomicU64::new(0));
-    let mut set = JoinSet::new();
-    let mut queue = uploads.iter();
-    let mut outcome = Ok(());
-    loop {
-        while outcome.is_ok() && set.len() < jobs {
-            let Some(upload) = queue.next() else { break };
-            let (mirror, upload) = (Arc::clone(mirror), upload.clone());
-            let (uploaded, bytes) = (Arc::clone(&uploaded), Arc::clone(&bytes));
-            let progress = progress.clone();
-            set.spawn(async move {
-                if !mirror.exists(&upload.object).await? {
-                    let data = read(&upload.path).await?;
-                    mirror.put(&upload.object, data).await?;
+/// How often to try a request that failed for a reason that may pass.
+#[derive(Debug, Clone, Copy)]
+struct Retry {
+    attempts: u32,
+}
+
+impl Retry {
+    /// Runs `op` until it succeeds, fails for good, or has been tried `attempts` times. Every request
+    /// publish makes is idempotent (an existence check, a read, a put of the same bytes under the same
+    /// name), so trying again is always safe.
+    async fn run<T, F, Fut>(self, mut op: F) -> Result<T, MirrorError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, MirrorError>>,
+    {
+        let mut delay = std::time::Duration::from_millis(250);
+        let mut attempt = 1;
+        loop {
+            match op().await {
+                Err(e) if attempt < self.attempts && transient(&e) => {
+                    tracing::warn!(error = %e, attempt, "transient failure; trying again");
+                    tokio::time::sleep(delay).await;
+                    delay = delay.saturating_mul(2);
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// A failure that may pass: the connection (reset, refused, timed out) or the server (5xx, 408, 429).
+fn transient(e: &MirrorError) -> bool {
+    match e {
+        MirrorError::Http { .. } => true,
+        MirrorError::Status { status, .. } => *status >= 500 || matches!(*status, 408 | 429),
+        _ => false,
+    }
+}
+
+/// What every upload of one publish shares.
+struct Batch<'a> {
+    mirror: &'a Arc<Mirror>,
+    progress: &'a Progress,
+    retry: Retry,
+}
+
+impl Batch<'_> {
+    /// Uploads each object the destination lacks, `jobs` at a time; returns how many it uploaded. On the first
+    /// failure the rest are abandoned (what landed is immutable and harmless).
+    async fn upload_all(
+        &self,
+        uploads: &[Upload],
+        jobs: usize,
+        report: &mut PublishReport,
+    ) -> Result<u64, MirrorError> {
+        let uploaded = Arc::new(AtomicU64::new(0));
+        let bytes = Arc::new(AtomicU64::new(0));
+        let mut set = JoinSet::new();
+        let mut queue = uploads.iter();
+        let mut outcome = Ok(());
+        loop {
+            while outcome.is_ok() && set.len() < jobs {
+                let Some(upload) = queue.next() else { break };
+                let (mirror, upload) = (Arc::clone(self.mirror), upload.clone());
+                let (uploaded, bytes) = (Arc::clone(&uploaded), Arc::clone(&bytes));
+                let (progress, retry) = (self.progress.clone(), self.retry);
+                set.spawn(async move {
+                let sent = retry.run(|| upload_one(&mirror, &upload)).await?;
+                if sent {
                     uploaded.fetch_add(1, Ordering::Relaxed);
                     bytes.fetch_add(upload.length, Ordering::Relaxed);
                     tracing::debug!(object = %upload.object, length = upload.length, "uploaded");
@@ -390,22 +452,34 @@ async fn upload_all(
                 progress.advance(upload.length);
                 Ok::<(), MirrorError>(())
             });
+            }
+            let Some(joined) = set.join_next().await else {
+                break;
+            };
+            let result = joined
+                .unwrap_or_else(|e| Err(MirrorError::Config(format!("upload task failed: {e}"))));
+            if outcome.is_ok() {
+                outcome = result;
+            }
         }
-        let Some(joined) = set.join_next().await else {
-            break;
-        };
-        let result =
-            joined.unwrap_or_else(|e| Err(MirrorError::Config(format!("upload task failed: {e}"))));
-        if outcome.is_ok() {
-            outcome = result;
-        }
+        outcome?;
+        let n = uploaded.load(Ordering::Relaxed);
+        report.uploaded += n;
+        report.skipped += uploads.len() as u64 - n;
+        report.bytes_uploaded += bytes.load(Ordering::Relaxed);
+        Ok(n)
     }
-    outcome?;
-    let n = uploaded.load(Ordering::Relaxed);
-    report.uploaded += n;
-    report.skipped += uploads.len() as u64 - n;
-    report.bytes_uploaded += bytes.load(Ordering::Relaxed);
-    Ok(n)
+}
+
+/// Puts `upload` unless the destination has it; returns whether it did.
+async fn upload_one(mirror: &Mirror, upload: &Upload) -> Result<bool, MirrorError> {
+    if mirror.exists(&upload.object).await? {
+        return Ok(false);
+    }
+    mirror
+        .put(&upload.object, read(&upload.path).await?)
+        .await?;
+    Ok(true)
 }
 
 async fn read(path: &Path) -> Result<Bytes, MirrorError> {

@@ -12,7 +12,7 @@ mod publish_support;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use mast_test_support::fault_proxy::{Close, FaultProxy, Faults};
+use mast_test_support::fault_proxy::{Close, FaultProxy, FaultTemplate, Faults, RandomFaults};
 use mast_test_support::{Nginx, NginxConfig};
 use publish_support::{TestRepo, as_files, manifests, mast, run_json};
 
@@ -116,4 +116,59 @@ fn a_publish_killed_midway_never_leaves_a_torn_mirror() {
     let verdict = verify();
     assert_eq!(verdict["release"], 2, "{verdict}");
     assert_eq!(verdict["tar_sha256"], second.tar_sha256.to_hex());
+}
+
+#[test]
+fn a_link_that_resets_connections_is_retried_and_a_dead_one_gets_no_timestamp() {
+    if !Nginx::available() {
+        return;
+    }
+    let mut repo = TestRepo::new();
+    let made = repo.release("prod", 1, &as_files(&manifests(4, 30_000, 12)));
+    let served = tempfile::tempdir().unwrap();
+    let nginx = NginxConfig::new(served.path()).start();
+    let proxy = FaultProxy::start(([127, 0, 0, 1], nginx.port()).into()).unwrap();
+    let repo_dir = repo.path().to_str().unwrap().to_owned();
+    let publish = |to: &str, attempts: &str| {
+        mast()
+            .args(["publish", &repo_dir, "--to", to, "--attempts", attempts])
+            .args(["--output", "json"])
+            .output()
+            .unwrap()
+    };
+
+    // A link that refuses everything: tried twice, then the destination error, exit 74, no timestamp.
+    proxy
+        .control()
+        .set_faults(Faults::none().refuse(Close::Reset));
+    let out = publish(&proxy.url("dead"), "2");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(74), "{stderr}");
+    assert!(stderr.contains(&proxy.url("dead")), "{stderr}");
+    assert!(!served.path().join("dead/metadata/timestamp.json").exists());
+
+    // A third of the connections reset before any answer: every request is retried until it lands.
+    proxy
+        .control()
+        .set_random(RandomFaults::new(7, 0.33).with(1, FaultTemplate::Reset { after: 0..=0 }));
+    let out = publish(&proxy.url("flaky"), "8");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        proxy.control().stats().reset >= 1,
+        "{:?}",
+        proxy.control().stats()
+    );
+    let verdict = run_json(&[
+        "verify",
+        &nginx.url("flaky"),
+        "--root",
+        repo.root_file().to_str().unwrap(),
+        "--channel",
+        "prod",
+    ]);
+    assert_eq!(verdict["bundle"]["sha256"], made.bundle_sha256.to_hex());
 }
