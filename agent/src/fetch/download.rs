@@ -101,6 +101,8 @@ struct Progress {
     unrecorded: u64,
     /// Bytes kept from an earlier attempt and still in use.
     kept: u64,
+    /// Bytes read from the mirror by this attempt.
+    fetched: u64,
 }
 
 impl Downloader {
@@ -175,16 +177,15 @@ impl Downloader {
             .map_err(attempt.io(&dir))?;
 
         let mut progress = self.open(state, &attempt, want).await?;
-        let fetched_before = self.fetched();
         if progress.kept < want.length {
             self.fetch(state, mirror, &attempt, want, &mut progress, now)
                 .await?;
         }
-        let resumed_from = progress.kept;
+        let (resumed_from, fetched) = (progress.kept, progress.fetched);
         self.finish(state, &attempt, want, progress, &dest).await?;
         Ok(Downloaded {
             path: dest,
-            fetched: self.fetched() - fetched_before,
+            fetched,
             resumed_from,
         })
     }
@@ -285,6 +286,7 @@ impl Downloader {
             kept: record.offset,
             record,
             unrecorded: 0,
+            fetched: 0,
         })
     }
 
@@ -319,6 +321,7 @@ impl Downloader {
             };
             self.fetched
                 .fetch_add(piece.len() as u64, Ordering::Relaxed);
+            progress.fetched += piece.len() as u64;
             let end = progress.hasher.len() + piece.len() as u64;
             if end > want.length {
                 let reason = format!("longer than the signed {} bytes", want.length);
