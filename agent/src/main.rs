@@ -64,6 +64,9 @@ enum Command {
         /// How many journal entries to show.
         #[arg(long, default_value_t = 10)]
         journal: u32,
+        /// List every drift finding (objects that differ from what was applied).
+        #[arg(long)]
+        drift: bool,
     },
     /// One pass against a repository directory copied by hand (air gap), verified like any mirror.
     Import {
@@ -99,13 +102,18 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode, CommandError> {
     let sources = sources(&cli)?;
-    if let Command::Status { output, journal } = &cli.command {
+    if let Command::Status {
+        output,
+        journal,
+        drift,
+    } = &cli.command
+    {
         let state = state_path(&sources)?;
         let format = match output {
             Output::Plain => StatusFormat::Plain,
             Output::Json => StatusFormat::Json,
         };
-        print!("{}", cmd::status(&state, format, *journal)?);
+        print!("{}", cmd::status(&state, format, *journal, *drift)?);
         return Ok(ExitCode::SUCCESS);
     }
     let config = Config::load(&sources)?;

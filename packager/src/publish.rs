@@ -179,31 +179,52 @@ pub fn command(args: PublishArgs) -> Result<(), PublishError> {
             path: PathBuf::from("(tokio runtime)"),
             source,
         })?;
-    let output = args.output;
     let report = runtime.block_on(publish(&args, OffsetDateTime::now_utc()))?;
-    match output {
-        OutputFormat::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&report).unwrap_or_default()
-        ),
-        OutputFormat::Text => println!(
+    print_report(args.output, &report).map_err(|source| PublishError::Io {
+        path: PathBuf::from("(stdout)"),
+        source,
+    })
+}
+
+impl std::fmt::Display for PublishReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
             "published to {}: {} uploaded ({} bytes: {} chunks, {} targets, {} metadata), {} already there; timestamp version {}{}",
-            report.destination,
-            report.uploaded,
-            report.bytes_uploaded,
-            report.chunks_uploaded,
-            report.targets_uploaded,
-            report.metadata_uploaded,
-            report.skipped,
-            report.timestamp_version,
-            if report.timestamp_uploaded {
+            self.destination,
+            self.uploaded,
+            self.bytes_uploaded,
+            self.chunks_uploaded,
+            self.targets_uploaded,
+            self.metadata_uploaded,
+            self.skipped,
+            self.timestamp_version,
+            if self.timestamp_uploaded {
                 ""
             } else {
                 " (unchanged)"
             },
-        ),
+        )
     }
-    Ok(())
+}
+
+/// Prints a report on stdout: its text, or one JSON document. A reader that closed the pipe early
+/// (`mast verify … | head -1`) is not a failure.
+pub(crate) fn print_report<R: std::fmt::Display + Serialize>(
+    format: OutputFormat,
+    report: &R,
+) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let text = match format {
+        OutputFormat::Text => report.to_string(),
+        OutputFormat::Json => {
+            serde_json::to_string_pretty(report).map_err(std::io::Error::other)?
+        }
+    };
+    match writeln!(std::io::stdout().lock(), "{text}") {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
 }
 
 /// Verifies `args.repo` as of `now`, then uploads what the destination lacks, in the order above.

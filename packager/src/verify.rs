@@ -27,7 +27,7 @@ use mast_protocol::tuf::{Limits, TrustedMetadata};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::publish::OutputFormat;
+use crate::publish::{OutputFormat, print_report};
 
 /// `mast verify` arguments.
 #[derive(Debug, clap::Args)]
@@ -210,28 +210,28 @@ pub fn command(args: VerifyArgs) -> Result<(), VerifyError> {
         .build()
         .map_err(|e| VerifyError::Usage(format!("tokio runtime: {e}")))?;
     let report = runtime.block_on(verify_args(&args, OffsetDateTime::now_utc()))?;
-    match args.output {
-        OutputFormat::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&report).unwrap_or_default()
-        ),
-        OutputFormat::Text => {
-            let m = &report.metadata;
-            println!(
-                "{}: verified (root v{}, timestamp v{}, snapshot v{}, targets v{})",
-                report.mirror, m.root, m.timestamp, m.snapshot, m.targets
-            );
-            println!(
-                "channel {}: a site would apply release {} (tar sha256:{}, {} bytes, {} files)",
-                report.channel, report.release, report.tar_sha256, report.tar_length, report.files
-            );
-            for t in [&report.bundle, &report.index] {
-                println!("  {}  sha256:{}  {} bytes", t.target, t.sha256, t.length);
-            }
-            println!("  {} chunks, {} bytes", report.chunks, report.chunk_bytes);
+    print_report(args.output, &report)
+        .map_err(|e| VerifyError::Usage(format!("writing the report: {e}")))
+}
+
+impl std::fmt::Display for VerifyReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let m = &self.metadata;
+        writeln!(
+            f,
+            "{}: verified (root v{}, timestamp v{}, snapshot v{}, targets v{})",
+            self.mirror, m.root, m.timestamp, m.snapshot, m.targets
+        )?;
+        writeln!(
+            f,
+            "channel {}: a site would apply release {} (tar sha256:{}, {} bytes, {} files)",
+            self.channel, self.release, self.tar_sha256, self.tar_length, self.files
+        )?;
+        for t in [&self.bundle, &self.index] {
+            writeln!(f, "  {}  sha256:{}  {} bytes", t.target, t.sha256, t.length)?;
         }
+        write!(f, "  {} chunks, {} bytes", self.chunks, self.chunk_bytes)
     }
-    Ok(())
 }
 
 /// Opens the mirror and root the arguments name and verifies as of `now`.

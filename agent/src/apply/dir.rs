@@ -6,13 +6,19 @@
 //! is: write the new files, remove the files only the old inventory lists, then replace the inventory. A
 //! crash anywhere in between leaves an inventory that still lists every file the applier may have
 //! written, so the next apply finishes the job.
+//!
+//! Health is the deploy controller's business once the files are in place, so a written release is
+//! healthy here. Drift is a file of the release that is missing or whose bytes changed.
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use super::{Applier, ApplyError, ApplyReport, ApplyRequest};
+use mast_protocol::bundle::options::Prune;
+
+use super::{Applier, ApplyError, ApplyFuture, ApplyReport, ApplyRequest, DriftFinding, Health};
 
 /// The applier's record of the files it wrote, one bundle path a line.
 const INVENTORY: &str = ".mast-inventory";
@@ -40,11 +46,10 @@ impl DirApplier {
     }
 }
 
-impl Applier for DirApplier {
-    fn apply(&mut self, request: &ApplyRequest<'_>) -> Result<ApplyReport, ApplyError> {
+impl DirApplier {
+    fn apply_now(&mut self, request: &ApplyRequest<'_>) -> Result<ApplyReport, ApplyError> {
         fs::create_dir_all(&self.root).map_err(io(&self.root))?;
         let old = self.inventory()?;
-        let mut report = ApplyReport::default();
         let mut new = BTreeSet::new();
         for file in request.files {
             let relative = file.path.as_str();
@@ -55,31 +60,106 @@ impl Applier for DirApplier {
                         .to_owned(),
                 });
             }
-            let path = self.root.join(relative);
+            new.insert(relative);
+        }
+        let gone: Vec<&String> = old.iter().filter(|p| !new.contains(p.as_str())).collect();
+        let prune = request.options.prune == Prune::Delete;
+        if prune {
+            check_guard(gone.len(), old.len(), request)?;
+        }
+        let mut report = ApplyReport::default();
+        for file in request.files {
+            let path = self.root.join(file.path.as_str());
             if fs::read(&path).is_ok_and(|current| current == file.data) {
                 report.unchanged += 1;
             } else {
                 write_atomic(&path, file.data)?;
                 report.written += 1;
             }
-            new.insert(relative.to_owned());
         }
-        for gone in old.difference(&new) {
-            let path = self.root.join(gone);
-            match fs::remove_file(&path) {
-                Ok(()) => report.pruned += 1,
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(source) => return Err(ApplyError::Io { path, source }),
+        if prune {
+            for gone in gone {
+                let path = self.root.join(gone);
+                match fs::remove_file(&path) {
+                    Ok(()) => report.pruned += 1,
+                    Err(e) if e.kind() == ErrorKind::NotFound => {}
+                    Err(source) => return Err(ApplyError::Io { path, source }),
+                }
             }
         }
+        // Orphaned files leave the inventory: they are no longer the applier's.
         let listing: String = new.iter().map(|p| format!("{p}\n")).collect();
         write_atomic(&self.root.join(INVENTORY), listing.as_bytes())?;
         Ok(report)
     }
 
+    fn drift_now(&self, request: &ApplyRequest<'_>) -> Vec<DriftFinding> {
+        request
+            .files
+            .iter()
+            .filter_map(|file| {
+                let detail = match fs::read(self.root.join(file.path.as_str())) {
+                    Ok(current) if current == file.data => return None,
+                    Ok(_) => "changed".to_owned(),
+                    Err(e) if e.kind() == ErrorKind::NotFound => "missing".to_owned(),
+                    Err(e) => format!("unreadable: {e}"),
+                };
+                Some(DriftFinding {
+                    object: file.path.as_str().to_owned(),
+                    detail,
+                })
+            })
+            .collect()
+    }
+}
+
+impl Applier for DirApplier {
+    fn apply<'a>(&'a mut self, request: &'a ApplyRequest<'a>) -> ApplyFuture<'a, ApplyReport> {
+        Box::pin(async move { self.apply_now(request) })
+    }
+
+    fn wait_healthy<'a>(
+        &'a mut self,
+        _request: &'a ApplyRequest<'a>,
+        _timeout: Duration,
+    ) -> ApplyFuture<'a, Health> {
+        Box::pin(async { Ok(Health::Healthy) })
+    }
+
+    fn drift<'a>(
+        &'a mut self,
+        request: &'a ApplyRequest<'a>,
+    ) -> ApplyFuture<'a, Vec<DriftFinding>> {
+        Box::pin(async move { Ok(self.drift_now(request)) })
+    }
+
     fn describe(&self) -> String {
         format!("dir:{}", self.root.display())
     }
+}
+
+/// The bundle's delete guard: refuses a prune of more than `max_delete` allows, as a share of the
+/// previous inventory and as a count.
+pub(super) fn check_guard(
+    would_delete: usize,
+    previous: usize,
+    request: &ApplyRequest<'_>,
+) -> Result<(), ApplyError> {
+    let guard = request.options.max_delete;
+    let share = if previous == 0 {
+        0.0
+    } else {
+        would_delete as f64 / previous as f64
+    };
+    if would_delete > 0 && (share > guard.fraction || would_delete as u64 > guard.count) {
+        return Err(ApplyError::PruneGuard {
+            would_delete,
+            previous,
+            fraction: guard.fraction,
+            count: guard.count,
+        });
+    }
+    Ok(())
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same directory, fsync'd before the rename and
@@ -106,6 +186,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ApplyError + use<> {
 
 #[cfg(test)]
 mod tests {
+    use mast_protocol::bundle::options::{BundleOptions, MaxDelete};
     use mast_protocol::bundle::{BundlePath, TarFile};
     use mast_protocol::release::Channel;
 
@@ -121,15 +202,33 @@ mod tests {
     }
 
     fn apply(applier: &mut DirApplier, list: &[(&str, &[u8])]) -> ApplyReport {
+        try_apply(applier, list, &loose()).unwrap()
+    }
+
+    fn try_apply(
+        applier: &mut DirApplier,
+        list: &[(&str, &[u8])],
+        options: &BundleOptions,
+    ) -> Result<ApplyReport, ApplyError> {
         let channel: Channel = "prod".parse().unwrap();
         let files = files(list);
-        applier
-            .apply(&ApplyRequest {
-                channel: &channel,
-                release: 1,
-                files: &files,
-            })
-            .unwrap()
+        applier.apply_now(&ApplyRequest {
+            channel: &channel,
+            release: 1,
+            files: &files,
+            options,
+        })
+    }
+
+    /// Options whose delete guard lets any prune through.
+    fn loose() -> BundleOptions {
+        BundleOptions {
+            max_delete: MaxDelete {
+                fraction: 1.0,
+                count: u64::MAX,
+            },
+            ..BundleOptions::default()
+        }
     }
 
     #[test]
@@ -171,13 +270,89 @@ mod tests {
         let mut applier = DirApplier::new(dir.path());
         let channel: Channel = "prod".parse().unwrap();
         let files = files(&[(".mast-inventory", b"x")]);
+        let options = BundleOptions::default();
         let err = applier
-            .apply(&ApplyRequest {
+            .apply_now(&ApplyRequest {
                 channel: &channel,
                 release: 1,
                 files: &files,
+                options: &options,
             })
             .unwrap_err();
         assert!(err.to_string().contains(".mast-inventory"), "{err}");
+    }
+
+    #[test]
+    fn the_delete_guard_refuses_a_large_prune_and_deletes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut applier = DirApplier::new(dir.path());
+        let many: Vec<(String, Vec<u8>)> = (0..8)
+            .map(|i| (format!("f{i}.yaml"), vec![b'x'; i + 1]))
+            .collect();
+        let list: Vec<(&str, &[u8])> = many
+            .iter()
+            .map(|(p, d)| (p.as_str(), d.as_slice()))
+            .collect();
+        apply(&mut applier, &list);
+        // Dropping 3 of 8 (37.5%) is over the default 25%.
+        let err = try_apply(&mut applier, &list[..5], &BundleOptions::default()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ApplyError::PruneGuard {
+                    would_delete: 3,
+                    previous: 8,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(dir.path().join("f7.yaml").exists());
+        assert_eq!(applier.inventory().unwrap().len(), 8);
+        // Dropping 2 of 8 is within it.
+        let report = try_apply(&mut applier, &list[..6], &BundleOptions::default()).unwrap();
+        assert_eq!(report.pruned, 2);
+    }
+
+    #[test]
+    fn orphaned_files_stay_and_leave_the_inventory() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut applier = DirApplier::new(dir.path());
+        apply(&mut applier, &[("a.yaml", b"a"), ("b.yaml", b"b")]);
+        let orphan = BundleOptions {
+            prune: Prune::Orphan,
+            ..BundleOptions::default()
+        };
+        let report = try_apply(&mut applier, &[("a.yaml", b"a")], &orphan).unwrap();
+        assert_eq!(report.pruned, 0);
+        assert!(dir.path().join("b.yaml").exists());
+        assert_eq!(applier.inventory().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn drift_reports_changed_and_missing_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut applier = DirApplier::new(dir.path());
+        let list: [(&str, &[u8]); 3] = [("a.yaml", b"a"), ("b.yaml", b"b"), ("c.yaml", b"c")];
+        apply(&mut applier, &list);
+        fs::write(dir.path().join("a.yaml"), b"edited by hand").unwrap();
+        fs::remove_file(dir.path().join("c.yaml")).unwrap();
+        let channel: Channel = "prod".parse().unwrap();
+        let files = files(&list);
+        let options = BundleOptions::default();
+        let request = ApplyRequest {
+            channel: &channel,
+            release: 1,
+            files: &files,
+            options: &options,
+        };
+        let findings = applier.drift_now(&request);
+        let seen: Vec<(&str, &str)> = findings
+            .iter()
+            .map(|f| (f.object.as_str(), f.detail.as_str()))
+            .collect();
+        assert_eq!(seen, [("a.yaml", "changed"), ("c.yaml", "missing")]);
+        applier.apply_now(&request).unwrap();
+        assert!(applier.drift_now(&request).is_empty());
     }
 }

@@ -17,9 +17,9 @@ use super::status::document;
 use super::{Agent, CommandError, describe};
 use crate::config::Config;
 use crate::schedule::PollOutcome;
-use crate::sync::{PassError, PassOutcome, PassReport};
+use crate::sync::{PassError, PassOutcome, PassReport, check_drift};
 use crate::telemetry::{
-    Endpoints, Liveness, Metrics, Notifier, Readiness, TelemetryServer, Watchdog,
+    DriftKind, Endpoints, Liveness, Metrics, Notifier, Readiness, TelemetryServer, Watchdog,
 };
 
 /// How long a pass in flight may run on after a stop signal.
@@ -74,6 +74,7 @@ pub async fn run(
 
     tokio::pin!(shutdown);
     let mut failures = 0u32;
+    let mut last_drift: Option<tokio::time::Instant> = None;
     loop {
         liveness.renew(PASS_BOUND);
         let now = OffsetDateTime::now_utc();
@@ -91,6 +92,10 @@ pub async fn run(
             }
         };
         record(&metrics, &readiness, &result);
+        if last_drift.is_none_or(|at| at.elapsed() >= config.drift_interval) {
+            drift(&mut agent, &metrics, now).await;
+            last_drift = Some(tokio::time::Instant::now());
+        }
         match document(&agent.state, 10) {
             Ok(doc) => *snapshot.lock().unwrap_or_else(PoisonError::into_inner) = doc,
             Err(e) => tracing::warn!(error = %e, "status snapshot failed"),
@@ -110,7 +115,10 @@ pub async fn run(
                 }
             }
         };
-        let mut delay = config.poll.next_delay(outcome, random_unit());
+        let mut delay = config
+            .poll
+            .next_delay(outcome, random_unit())
+            .min(config.drift_interval);
         if let Ok(PassReport {
             outcome: PassOutcome::Waiting { until, .. },
             ..
@@ -130,6 +138,39 @@ pub async fn run(
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
     Ok(ExitCode::SUCCESS)
+}
+
+/// Compares the target with the running release; the findings go to the database and the metrics.
+async fn drift(agent: &mut Agent, metrics: &Metrics, now: OffsetDateTime) {
+    match check_drift(
+        &mut agent.state,
+        &agent.site.channel,
+        agent.applier.as_mut(),
+        now,
+    )
+    .await
+    {
+        Ok(Some(report)) => {
+            let missing = report
+                .findings
+                .iter()
+                .filter(|f| f.detail == "missing")
+                .count();
+            let modified = report.findings.len() - missing;
+            metrics.set_drift_findings(DriftKind::Missing, missing as u64);
+            metrics.set_drift_findings(DriftKind::Modified, modified as u64);
+            if !report.findings.is_empty() {
+                tracing::warn!(
+                    release = report.release,
+                    objects = report.findings.len(),
+                    corrected = report.corrected,
+                    "drift found"
+                );
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "drift check failed"),
+    }
 }
 
 fn record(metrics: &Metrics, readiness: &Readiness, result: &Result<PassReport, PassError>) {

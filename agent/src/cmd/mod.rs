@@ -5,7 +5,7 @@
 //! | code | meaning |
 //! |---|---|
 //! | 0 | the site runs the newest release it may run (applied now, already running, none published, or not in this release's rollout) |
-//! | 1 | the pass failed: no mirror gave verifiable metadata or content, the release is refused, or the apply failed; the site keeps what it ran |
+//! | 1 | the pass failed: no mirror gave verifiable metadata or content, the release is refused, or the apply or health gate failed (the last healthy release is put back); the site keeps a known state |
 //! | 3 | a newer release is verified and held locally, waiting for its rollout wave or a change window |
 //! | 64 | bad configuration or arguments (`EX_USAGE`), naming the key |
 
@@ -190,6 +190,8 @@ fn print_report(report: &PassReport) -> ExitCode {
     }
     match report.outcome {
         PassOutcome::Waiting { .. } => ExitCode::from(3),
+        // The site is back in a known state, but the release it was given failed.
+        PassOutcome::RolledBack { .. } => ExitCode::from(1),
         _ => ExitCode::SUCCESS,
     }
 }
@@ -209,6 +211,9 @@ pub fn describe(outcome: &PassOutcome) -> String {
         ),
         PassOutcome::NotInRollout { release } => {
             format!("release {release} is not for this site's rollout wave")
+        }
+        PassOutcome::RolledBack { failed, to, reason } => {
+            format!("release {failed} failed and release {to} was put back: {reason}")
         }
     }
 }

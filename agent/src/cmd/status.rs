@@ -20,13 +20,19 @@ pub enum StatusFormat {
     Json,
 }
 
-/// Reads the database at `path` and renders its status, with the newest `journal` journal entries.
-pub fn status(path: &Path, format: StatusFormat, journal: u32) -> Result<String, StateError> {
+/// Reads the database at `path` and renders its status, with the newest `journal` journal entries and,
+/// when `drift` is set, every drift finding (the JSON form always has them).
+pub fn status(
+    path: &Path,
+    format: StatusFormat,
+    journal: u32,
+    drift: bool,
+) -> Result<String, StateError> {
     let state = State::open_read_only(path)?;
     let document = document(&state, journal)?;
     Ok(match format {
         StatusFormat::Json => format!("{document:#}\n"),
-        StatusFormat::Plain => plain(&document),
+        StatusFormat::Plain => plain(&document, drift),
     })
 }
 
@@ -63,6 +69,20 @@ pub fn document(state: &State, journal: u32) -> Result<Value, StateError> {
         })
         .collect();
     let entries: Vec<Value> = state.journal(journal)?.iter().map(entry).collect();
+    let drift: Vec<Value> = state
+        .drift_findings()?
+        .into_iter()
+        .map(|d| {
+            json!({
+                "channel": d.channel,
+                "release": d.release,
+                "object": d.object,
+                "detail": d.detail,
+                "corrected": d.corrected,
+                "found_at": d.found_at,
+            })
+        })
+        .collect();
     Ok(json!({
         "state": state.path().display().to_string(),
         "schema": crate::state::SCHEMA_VERSION,
@@ -75,6 +95,7 @@ pub fn document(state: &State, journal: u32) -> Result<Value, StateError> {
         "last_error": fact("last_error")?,
         "downloads": downloads,
         "journal": entries,
+        "drift": {"last_check": fact("last_drift_check")?, "findings": drift},
         "outbox": state.outbox_len()?,
     }))
 }
@@ -91,7 +112,7 @@ fn entry(e: &JournalEntry) -> Value {
 }
 
 /// The document as lines.
-fn plain(doc: &Value) -> String {
+fn plain(doc: &Value, drift: bool) -> String {
     let text = |v: &Value| match v {
         Value::Null => "never".to_owned(),
         Value::String(s) => s.clone(),
@@ -145,6 +166,33 @@ fn plain(doc: &Value) -> String {
             d["length"],
             text(&d["mirror"])
         );
+    }
+    let findings = doc["drift"]["findings"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "drift:         {} objects differ (last check {})",
+        findings.len(),
+        text(&doc["drift"]["last_check"])
+    );
+    if drift {
+        for f in findings {
+            let corrected = if f["corrected"] == true {
+                ", corrected"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                out,
+                "  {} release {}: {}: {}{corrected}",
+                text(&f["channel"]),
+                f["release"],
+                text(&f["object"]),
+                text(&f["detail"])
+            );
+        }
     }
     let _ = writeln!(out, "outbox:        {} reports waiting", doc["outbox"]);
     let journal = doc["journal"]

@@ -33,7 +33,7 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/mast/agent.toml";
 pub const DEFAULT_STATE_PATH: &str = "/var/lib/mast/state.db";
 
 /// Every key, in the order `--help` and the docs list them.
-pub const KEYS: [&str; 15] = [
+pub const KEYS: [&str; 16] = [
     "cluster_id",
     "channel",
     "mirrors",
@@ -45,6 +45,7 @@ pub const KEYS: [&str; 15] = [
     "backoff_base",
     "backoff_cap",
     "change_windows",
+    "drift_interval",
     "ca_bundle",
     "keep_releases",
     "listen",
@@ -116,6 +117,8 @@ pub struct Config {
     pub poll: PollPolicy,
     /// When releases may be applied (downloads happen any time).
     pub windows: ChangeWindows,
+    /// How often `run` compares the live target with the running release.
+    pub drift_interval: Duration,
     /// Extra CA certificates for HTTPS and OCI mirrors, besides the built-in roots.
     pub ca_bundle: Option<PathBuf>,
     /// How many releases' chunks to keep.
@@ -297,6 +300,14 @@ impl Config {
                 .map(|d| d.unwrap_or(Duration::from_secs(default)))
         };
         let interval = duration("poll_interval", 300)?;
+        let drift_interval = duration("drift_interval", 600)?;
+        if drift_interval < Duration::from_secs(10) {
+            return Err(ConfigError::Invalid {
+                origin: "configuration".to_owned(),
+                key: "drift_interval",
+                reason: "must be at least 10s".to_owned(),
+            });
+        }
         let backoff_base = duration("backoff_base", 10)?;
         let backoff_cap = duration("backoff_cap", 3600)?;
         let jitter = optional(sources, "jitter", |v, _| {
@@ -341,6 +352,7 @@ impl Config {
             applier,
             poll,
             windows,
+            drift_interval,
             ca_bundle,
             keep_releases,
             listen,

@@ -168,6 +168,23 @@ pub struct JournalEntry {
     pub detail: String,
 }
 
+/// One drift finding as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DriftRow {
+    /// The channel.
+    pub channel: String,
+    /// The release compared with.
+    pub release: u64,
+    /// The object.
+    pub object: String,
+    /// How it differs.
+    pub detail: String,
+    /// Whether the check re-applied the release to correct it.
+    pub corrected: bool,
+    /// When it was found, RFC 3339.
+    pub found_at: String,
+}
+
 /// A status report waiting for a link.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxItem {
@@ -733,6 +750,66 @@ impl State {
                 })
             })
             .collect()
+    }
+
+    /// Replaces the drift findings of `channel` with the last check's, and notes when it ran.
+    pub fn record_drift(
+        &mut self,
+        channel: &str,
+        release: u64,
+        findings: &[(&str, &str)],
+        corrected: bool,
+        now: OffsetDateTime,
+    ) -> Result<(), StateError> {
+        let what = "recording drift";
+        let tx = self.conn.transaction().map_err(sql_err(&self.path, what))?;
+        tx.execute("DELETE FROM drift WHERE channel = ?1", [channel])
+            .map_err(sql_err(&self.path, what))?;
+        for (object, detail) in findings {
+            tx.execute(
+                "INSERT INTO drift (channel, number, object, detail, corrected, found_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    channel,
+                    sql_u64(release),
+                    object,
+                    detail,
+                    corrected,
+                    rfc3339(now)
+                ],
+            )
+            .map_err(sql_err(&self.path, what))?;
+        }
+        tx.execute(
+            "INSERT INTO facts (key, value) VALUES ('last_drift_check', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [rfc3339(now)],
+        )
+        .map_err(sql_err(&self.path, what))?;
+        tx.commit().map_err(sql_err(&self.path, what))
+    }
+
+    /// The last drift check's findings: channel, release, object, detail, whether corrected, when.
+    pub fn drift_findings(&self) -> Result<Vec<DriftRow>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT channel, number, object, detail, corrected, found_at FROM drift
+                 ORDER BY channel, object",
+            )
+            .map_err(self.sql("reading drift"))?;
+        stmt.query_map([], |row| {
+            Ok(DriftRow {
+                channel: row.get(0)?,
+                release: from_sql_u64(row.get(1)?),
+                object: row.get(2)?,
+                detail: row.get(3)?,
+                corrected: row.get(4)?,
+                found_at: row.get(5)?,
+            })
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(self.sql("reading drift"))
     }
 
     /// Queues a status report until a link is up.

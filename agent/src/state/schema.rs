@@ -10,7 +10,7 @@ use rusqlite::Connection;
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Every migration, oldest first. Index `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: [&str; 1] = [
+const MIGRATIONS: [&str; 2] = [
     // 1: the fetch side's state.
     "
     CREATE TABLE trusted_metadata (
@@ -72,6 +72,18 @@ const MIGRATIONS: [&str; 1] = [
     CREATE TABLE facts (
         key   TEXT PRIMARY KEY,
         value TEXT NOT NULL
+    ) STRICT;
+    ",
+    // 2: the apply side's drift findings: the last check's differences, replaced by each check.
+    "
+    CREATE TABLE drift (
+        channel   TEXT NOT NULL,
+        number    INTEGER NOT NULL,
+        object    TEXT NOT NULL,
+        detail    TEXT NOT NULL,
+        corrected INTEGER NOT NULL CHECK (corrected IN (0, 1)),
+        found_at  TEXT NOT NULL,
+        PRIMARY KEY (channel, object)
     ) STRICT;
     ",
 ];

@@ -20,7 +20,10 @@
 
 use mast_mirror::client::{Client, fetch_target, fetch_verified};
 use mast_mirror::{Mirror, MirrorRead, ObjectPath};
-use mast_protocol::bundle::{ChunkIndex, IndexLimits, Reassembler, WalkLimits, verify_chunk, walk};
+use mast_protocol::bundle::options::{BundleOptions, Drift, OPTIONS_FILES};
+use mast_protocol::bundle::{
+    ChunkIndex, IndexLimits, Reassembler, TarFile, WalkLimits, verify_chunk, walk,
+};
 use mast_protocol::digest::Sha256Digest;
 use mast_protocol::release::{
     AgentVersion, Channel, ReleaseError, ReleaseNumber, SelectedRelease, select_release,
@@ -28,7 +31,7 @@ use mast_protocol::release::{
 use mast_protocol::tuf::{Limits, TrustedMetadata};
 use time::OffsetDateTime;
 
-use crate::apply::{Applier, ApplyError, ApplyReport, ApplyRequest};
+use crate::apply::{Applier, ApplyError, ApplyReport, ApplyRequest, DriftFinding, Health};
 use crate::schedule::{ApplyGate, ChangeWindows};
 use crate::state::{JournalState, State, StateError, rfc3339};
 
@@ -73,6 +76,16 @@ pub enum PassOutcome {
     NotInRollout {
         /// The release.
         release: u64,
+    },
+    /// The newest release failed to apply or failed its health gate, and the last healthy release was
+    /// put back from the local store. The failed release is not retried until a newer one appears.
+    RolledBack {
+        /// The release that failed.
+        failed: u64,
+        /// The release put back.
+        to: u64,
+        /// Why the new release failed.
+        reason: String,
     },
 }
 
@@ -145,6 +158,14 @@ pub enum PassError {
         #[source]
         source: ApplyError,
     },
+    /// The release's objects did not become healthy in time.
+    #[error("release {release}: health gate: {reason}")]
+    Unhealthy {
+        /// The release.
+        release: u64,
+        /// Which object, and why.
+        reason: String,
+    },
     /// The state database failed.
     #[error(transparent)]
     State(#[from] StateError),
@@ -215,17 +236,52 @@ pub async fn run_pass(
             return Ok(report);
         }
     }
-    let applied = apply_release(state, &site.channel, number, &index, applier, now)?;
-    report.outcome = PassOutcome::Applied {
-        release: number,
-        report: applied,
-    };
+    match apply_release(state, &site.channel, number, &index, applier, now).await {
+        Ok(applied) => {
+            report.outcome = PassOutcome::Applied {
+                release: number,
+                report: applied,
+            };
+            Ok(report)
+        }
+        Err(failure @ (PassError::Apply { .. } | PassError::Unhealthy { .. })) => {
+            let Some(previous) = current else {
+                return Err(failure);
+            };
+            let reason = failure.to_string();
+            tracing::warn!(release = number, to = previous, %reason, "rolling back");
+            rollback(state, &site.channel, previous, &reason, applier, now).await?;
+            report.outcome = PassOutcome::RolledBack {
+                failed: number,
+                to: previous,
+                reason,
+            };
+            Ok(report)
+        }
+        Err(other) => Err(other),
+    }
+}
+
+/// Puts release `to` back from the local store alone (no network) after `reason` failed the newer one,
+/// and records it as `rolled_back`.
+pub async fn rollback(
+    state: &mut State,
+    channel: &Channel,
+    to: u64,
+    reason: &str,
+    applier: &mut dyn Applier,
+    now: OffsetDateTime,
+) -> Result<ApplyReport, PassError> {
+    let index = stored_index(state, channel, to)?;
+    let report = apply_release(state, channel, to, &index, applier, now).await?;
+    state.journal_append(channel.as_str(), to, JournalState::RolledBack, reason, now)?;
     Ok(report)
 }
 
-/// Re-applies a release from the local store alone (no network): the rollback path, and the offline
-/// boot that puts the last healthy release back in place.
-pub fn apply_release(
+/// Applies a release whose chunks are all in the local store, waits for its health gate and records each
+/// step in the journal (`applied`, then `healthy` or `failed`). The network is never needed: this is also
+/// the rollback path and the offline boot.
+pub async fn apply_release(
     state: &mut State,
     channel: &Channel,
     release: u64,
@@ -233,6 +289,101 @@ pub fn apply_release(
     applier: &mut dyn Applier,
     now: OffsetDateTime,
 ) -> Result<ApplyReport, PassError> {
+    let tar = rebuild(state, release, index)?;
+    let (files, options) = unpack(&tar, release)?;
+    let request = ApplyRequest {
+        channel,
+        release,
+        files: &files,
+        options: &options,
+    };
+    let name = channel.as_str();
+    let failed = |state: &mut State, e: PassError| -> Result<ApplyReport, PassError> {
+        state.journal_append(name, release, JournalState::Failed, &e.to_string(), now)?;
+        Err(e)
+    };
+    let applied = match applier.apply(&request).await {
+        Ok(applied) => applied,
+        Err(source) => return failed(state, PassError::Apply { release, source }),
+    };
+    state.journal_append(name, release, JournalState::Applied, "", now)?;
+    match applier.wait_healthy(&request, options.health_timeout).await {
+        Ok(Health::Healthy) => {}
+        Ok(Health::Unhealthy { reason }) => {
+            return failed(state, PassError::Unhealthy { release, reason });
+        }
+        Err(source) => return failed(state, PassError::Apply { release, source }),
+    }
+    state.journal_append(name, release, JournalState::Healthy, "", now)?;
+    Ok(applied)
+}
+
+/// What a drift check found, and whether it corrected it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DriftReport {
+    /// The release compared with.
+    pub release: u64,
+    /// The differences found.
+    pub findings: Vec<DriftFinding>,
+    /// Whether the release was re-applied to correct them (the bundle's `drift = "correct"`).
+    pub corrected: bool,
+}
+
+/// Compares the live target with the release the site runs, records the findings, and re-applies the
+/// release when the bundle asks for correction. Needs no network. `None` when nothing runs yet.
+pub async fn check_drift(
+    state: &mut State,
+    channel: &Channel,
+    applier: &mut dyn Applier,
+    now: OffsetDateTime,
+) -> Result<Option<DriftReport>, PassError> {
+    let Some(release) = state.current_release(channel.as_str())? else {
+        return Ok(None);
+    };
+    let index = stored_index(state, channel, release)?;
+    let tar = rebuild(state, release, &index)?;
+    let (files, options) = unpack(&tar, release)?;
+    let request = ApplyRequest {
+        channel,
+        release,
+        files: &files,
+        options: &options,
+    };
+    let findings = applier
+        .drift(&request)
+        .await
+        .map_err(|source| PassError::Apply { release, source })?;
+    let corrected = !findings.is_empty() && options.drift == Drift::Correct;
+    if corrected {
+        applier
+            .apply(&request)
+            .await
+            .map_err(|source| PassError::Apply { release, source })?;
+    }
+    let rows: Vec<(&str, &str)> = findings
+        .iter()
+        .map(|f| (f.object.as_str(), f.detail.as_str()))
+        .collect();
+    state.record_drift(channel.as_str(), release, &rows, corrected, now)?;
+    Ok(Some(DriftReport {
+        release,
+        findings,
+        corrected,
+    }))
+}
+
+/// The verified chunk index of a release fetched earlier.
+fn stored_index(state: &State, channel: &Channel, release: u64) -> Result<ChunkIndex, PassError> {
+    let bad = |reason: String| PassError::Bundle { release, reason };
+    let bytes = state
+        .chunk_index(channel.as_str(), release)?
+        .ok_or_else(|| bad("its chunk index is not in the local store".to_owned()))?;
+    ChunkIndex::from_slice(&bytes, &IndexLimits::default())
+        .map_err(|e| bad(format!("stored chunk index: {e}")))
+}
+
+/// Rebuilds the release's tar from the local store, checking every chunk and the whole.
+fn rebuild(state: &State, release: u64, index: &ChunkIndex) -> Result<Vec<u8>, PassError> {
     let bad = |reason: String| PassError::Bundle { release, reason };
     let mut reassembler = Reassembler::new(index);
     let mut tar = Vec::with_capacity(usize::try_from(index.tar_length()).unwrap_or(0));
@@ -249,33 +400,23 @@ pub fn apply_release(
         tar.extend_from_slice(&raw);
     }
     reassembler.finish().map_err(|e| bad(e.to_string()))?;
-    let files = walk(&tar, &WalkLimits::default()).map_err(|e| bad(e.to_string()))?;
-    let channel_name = channel.as_str();
-    let applied = applier
-        .apply(&ApplyRequest {
-            channel,
-            release,
-            files: &files,
-        })
-        .map_err(|source| PassError::Apply { release, source });
-    let applied = match applied {
-        Ok(applied) => applied,
-        Err(e) => {
-            state.journal_append(
-                channel_name,
-                release,
-                JournalState::Failed,
-                &e.to_string(),
-                now,
-            )?;
-            return Err(e);
-        }
-    };
-    state.journal_append(channel_name, release, JournalState::Applied, "", now)?;
-    // The directory applier has no health to wait for: written is healthy. The cluster applier's health
-    // gate goes between these two records.
-    state.journal_append(channel_name, release, JournalState::Healthy, "", now)?;
-    Ok(applied)
+    Ok(tar)
+}
+
+/// The release's manifests (the options file taken out) and its options.
+fn unpack(tar: &[u8], release: u64) -> Result<(Vec<TarFile<'_>>, BundleOptions), PassError> {
+    let bad = |reason: String| PassError::Bundle { release, reason };
+    let mut files = walk(tar, &WalkLimits::default()).map_err(|e| bad(e.to_string()))?;
+    let mut options = BundleOptions::default();
+    if let Some(at) = files
+        .iter()
+        .position(|f| OPTIONS_FILES.contains(&f.path.as_str()))
+    {
+        let file = files.remove(at);
+        options =
+            BundleOptions::parse(file.path.as_str(), file.data).map_err(|e| bad(e.to_string()))?;
+    }
+    Ok((files, options))
 }
 
 /// Walks the mirrors until one refreshes; returns its position, the trusted metadata and the failures.
