@@ -13,6 +13,7 @@
 //!   applied (rollout waves, change windows), as pure functions of time.
 //! - [`cmd`]: the commands (`once`, `run`, `status`, `import`) the thin `main` calls.
 //! - [`telemetry`]: logs, metrics, the admin endpoints and systemd notification.
+//! - [`tuf_cli`]: `mast-agent tuf`, a plain TUF client with the conformance suite's command line.
 //!
 //! Server-side apply to a Kubernetes API server, the health gate, rollback and drift are not written
 //! yet; see the README's status table.
@@ -25,6 +26,7 @@ pub mod schedule;
 pub mod state;
 pub mod sync;
 pub mod telemetry;
+pub mod tuf_cli;
 
 /// The agent's own version, compared with a release's signed minimum agent version.
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");

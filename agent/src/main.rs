@@ -73,6 +73,9 @@ enum Command {
         /// The repository directory (holding metadata/, targets/, chunks/).
         path: PathBuf,
     },
+    /// A plain TUF client with the TUF conformance suite's command line (init, refresh, download);
+    /// needs no agent configuration.
+    Tuf(mast_agent::tuf_cli::TufArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -101,6 +104,10 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitCode, CommandError> {
+    // A standalone TUF client: no config file, environment or state database is read.
+    if let Command::Tuf(args) = &cli.command {
+        return Ok(mast_agent::tuf_cli::main(args));
+    }
     let sources = sources(&cli)?;
     if let Command::Status {
         output,
@@ -129,7 +136,7 @@ fn run(cli: Cli) -> Result<ExitCode, CommandError> {
             Command::Run => cmd::run(&config, stop_signal()).await,
             Command::Once => cmd::once(&config, now).await,
             Command::Import { path } => cmd::import(&config, path, now).await,
-            Command::Status { .. } => Ok(ExitCode::SUCCESS),
+            Command::Status { .. } | Command::Tuf(_) => Ok(ExitCode::SUCCESS),
         }
     })
 }
