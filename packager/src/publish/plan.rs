@@ -379,3 +379,102 @@ fn metadata_uploads(
         .collect::<Result<_, _>>()?;
     Ok((metadata, upload("metadata/timestamp.json")?))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use mast_protocol::crypto::SigningKey;
+    use mast_protocol::tuf::Expiry;
+    use mast_protocol::tuf::builder::{
+        Expiries, RoleSigners, RoleSpec, RootSpec, new_root, rotate_root,
+    };
+    use time::Duration;
+
+    use super::*;
+
+    fn parts(complete: bool) -> ReleaseParts {
+        let d = Sha256Digest::of(b"x");
+        ReleaseParts {
+            bundle: Some((d, 1)),
+            index: complete.then_some((d, 1)),
+            chunks: vec![(d, 1)],
+            tar_sha256: Some(d),
+        }
+    }
+
+    #[test]
+    fn links_complete_releases_and_marks_each_channels_highest() {
+        let releases = BTreeMap::from([
+            (("prod".to_owned(), 1), parts(true)),
+            (("prod".to_owned(), 2), parts(true)),
+            (("prod".to_owned(), 3), parts(false)),
+            (("canary".to_owned(), 9), parts(true)),
+        ]);
+        let linked: Vec<(String, u64, bool)> = link_list(&releases, "c", "s")
+            .into_iter()
+            .map(|r| (r.channel, r.number, r.latest))
+            .collect();
+        assert_eq!(
+            linked,
+            [
+                ("canary".to_owned(), 9, true),
+                ("prod".to_owned(), 1, false),
+                ("prod".to_owned(), 2, true),
+            ]
+        );
+    }
+
+    #[test]
+    fn versioned_metadata_goes_targets_then_snapshot_then_roots_and_the_timestamp_apart() {
+        let now = OffsetDateTime::now_utc();
+        let k: Vec<SigningKey> = (1..=5u8).map(|i| SigningKey::from_seed(&[i; 32])).collect();
+        let one = |k: &SigningKey| RoleSpec {
+            keys: vec![k.public()],
+            threshold: 1,
+        };
+        let spec = RootSpec {
+            root: one(&k[0]),
+            targets: one(&k[1]),
+            snapshot: one(&k[2]),
+            timestamp: one(&k[3]),
+        };
+        let mut root = new_root(&spec, 1, Expiry::new(now + Duration::days(9))).unwrap();
+        root.sign(&k[0]);
+        let mut repo = Repository::create(root, now, Expiries::default()).unwrap();
+        let mut next = spec.clone();
+        next.timestamp = one(&k[4]);
+        let mut v2 = rotate_root(
+            &repo.root().signed,
+            &next,
+            Expiry::new(now + Duration::days(9)),
+        )
+        .unwrap();
+        v2.sign(&k[0]);
+        repo.push_root(v2).unwrap();
+        let signers = RoleSigners {
+            targets: vec![&k[1]],
+            snapshot: vec![&k[2]],
+            timestamp: vec![&k[4]],
+            delegated: BTreeMap::new(),
+        };
+        repo.commit(&signers, now).unwrap();
+        let on_disk: BTreeMap<String, Vec<u8>> = repo.files().unwrap().into_iter().collect();
+        let (metadata, timestamp) = metadata_uploads(Path::new("/repo"), &repo, &on_disk).unwrap();
+        let order: Vec<String> = metadata.iter().map(|u| u.object.as_path()).collect();
+        assert_eq!(
+            order,
+            [
+                "metadata/1.targets.json",
+                "metadata/1.snapshot.json",
+                "metadata/1.root.json",
+                "metadata/2.root.json",
+            ]
+        );
+        assert_eq!(timestamp.object.as_path(), "metadata/timestamp.json");
+        assert_eq!(
+            timestamp.length,
+            on_disk["metadata/timestamp.json"].len() as u64
+        );
+    }
+}
