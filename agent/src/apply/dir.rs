@@ -90,6 +90,7 @@ impl DirApplier {
         // Orphaned files leave the inventory: they are no longer the applier's.
         let listing: String = new.iter().map(|p| format!("{p}\n")).collect();
         write_atomic(&self.root.join(INVENTORY), listing.as_bytes())?;
+        report.inventory = new.into_iter().map(str::to_owned).collect();
         Ok(report)
     }
 
@@ -217,6 +218,7 @@ mod tests {
             release: 1,
             files: &files,
             options,
+            previous: &[],
         })
     }
 
@@ -277,6 +279,7 @@ mod tests {
                 release: 1,
                 files: &files,
                 options: &options,
+                previous: &[],
             })
             .unwrap_err();
         assert!(err.to_string().contains(".mast-inventory"), "{err}");
@@ -345,6 +348,7 @@ mod tests {
             release: 1,
             files: &files,
             options: &options,
+            previous: &[],
         };
         let findings = applier.drift_now(&request);
         let seen: Vec<(&str, &str)> = findings

@@ -90,6 +90,9 @@ pub struct ApplyRequest<'a> {
     pub files: &'a [TarFile<'a>],
     /// The bundle's options (`mast.toml`), defaults when it has none.
     pub options: &'a BundleOptions,
+    /// The objects the previous apply on this channel left in place (its [`ApplyReport::inventory`],
+    /// kept in the state database): what a prune compares against.
+    pub previous: &'a [String],
 }
 
 /// What an apply did.
@@ -101,6 +104,9 @@ pub struct ApplyReport {
     pub unchanged: usize,
     /// Objects removed because the release no longer has them.
     pub pruned: usize,
+    /// Every object the target now holds for this channel, by a key the applier chooses and reads back
+    /// from [`ApplyRequest::previous`] next time (a bundle path, `group/kind/namespace/name`).
+    pub inventory: Vec<String>,
 }
 
 /// Whether a release's objects became healthy.

@@ -752,6 +752,44 @@ impl State {
             .collect()
     }
 
+    /// Replaces the inventory of `channel` with what the apply of `release` left in place.
+    pub fn set_inventory(
+        &mut self,
+        channel: &str,
+        release: u64,
+        objects: &[String],
+        now: OffsetDateTime,
+    ) -> Result<(), StateError> {
+        let what = "recording the inventory";
+        let tx = self.conn.transaction().map_err(sql_err(&self.path, what))?;
+        tx.execute("DELETE FROM inventory WHERE channel = ?1", [channel])
+            .map_err(sql_err(&self.path, what))?;
+        {
+            let mut insert = tx
+                .prepare(
+                    "INSERT INTO inventory (channel, object, number, applied_at) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(sql_err(&self.path, what))?;
+            for object in objects {
+                insert
+                    .execute(params![channel, object, sql_u64(release), rfc3339(now)])
+                    .map_err(sql_err(&self.path, what))?;
+            }
+        }
+        tx.commit().map_err(sql_err(&self.path, what))
+    }
+
+    /// The objects the last apply on `channel` left in place, sorted.
+    pub fn inventory(&self, channel: &str) -> Result<Vec<String>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT object FROM inventory WHERE channel = ?1 ORDER BY object")
+            .map_err(self.sql("reading the inventory"))?;
+        stmt.query_map([channel], |row| row.get(0))
+            .and_then(|rows| rows.collect())
+            .map_err(self.sql("reading the inventory"))
+    }
+
     /// Replaces the drift findings of `channel` with the last check's, and notes when it ran.
     pub fn record_drift(
         &mut self,

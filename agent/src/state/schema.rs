@@ -10,7 +10,7 @@ use rusqlite::Connection;
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Every migration, oldest first. Index `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     // 1: the fetch side's state.
     "
     CREATE TABLE trusted_metadata (
@@ -85,6 +85,16 @@ const MIGRATIONS: [&str; 2] = [
         found_at  TEXT NOT NULL,
         PRIMARY KEY (channel, object)
     ) STRICT;
+    ",
+    // 3: what the last apply left in place per channel, which the next prune compares against.
+    "
+    CREATE TABLE inventory (
+        channel    TEXT NOT NULL,
+        object     TEXT NOT NULL,
+        number     INTEGER NOT NULL,
+        applied_at TEXT NOT NULL,
+        PRIMARY KEY (channel, object)
+    ) STRICT, WITHOUT ROWID;
     ",
 ];
 

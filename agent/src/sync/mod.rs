@@ -291,13 +291,15 @@ pub async fn apply_release(
 ) -> Result<ApplyReport, PassError> {
     let tar = rebuild(state, release, index)?;
     let (files, options) = unpack(&tar, release)?;
+    let name = channel.as_str();
+    let previous = state.inventory(name)?;
     let request = ApplyRequest {
         channel,
         release,
         files: &files,
         options: &options,
+        previous: &previous,
     };
-    let name = channel.as_str();
     let failed = |state: &mut State, e: PassError| -> Result<ApplyReport, PassError> {
         state.journal_append(name, release, JournalState::Failed, &e.to_string(), now)?;
         Err(e)
@@ -306,6 +308,7 @@ pub async fn apply_release(
         Ok(applied) => applied,
         Err(source) => return failed(state, PassError::Apply { release, source }),
     };
+    state.set_inventory(name, release, &applied.inventory, now)?;
     state.journal_append(name, release, JournalState::Applied, "", now)?;
     match applier.wait_healthy(&request, options.health_timeout).await {
         Ok(Health::Healthy) => {}
@@ -343,11 +346,13 @@ pub async fn check_drift(
     let index = stored_index(state, channel, release)?;
     let tar = rebuild(state, release, &index)?;
     let (files, options) = unpack(&tar, release)?;
+    let previous = state.inventory(channel.as_str())?;
     let request = ApplyRequest {
         channel,
         release,
         files: &files,
         options: &options,
+        previous: &previous,
     };
     let findings = applier
         .drift(&request)
