@@ -237,7 +237,7 @@ mod tests {
         let remote = Remote::new(
             "http://127.0.0.1:1/m/",
             Some("http://127.0.0.1:1/t/"),
-            reqwest::Client::new(),
+            mast_mirror::tls::http_client(None).unwrap(),
         )
         .unwrap();
         let d = Sha256Digest::of(b"x");
@@ -256,6 +256,13 @@ mod tests {
             url("a b/c?#%.txt", TargetNaming::Plain),
             "http://127.0.0.1:1/t/a%20b/c%3F%23%25.txt"
         );
-        assert!(Remote::new("ftp://x/m", None, reqwest::Client::new()).is_err());
+        assert!(
+            Remote::new(
+                "ftp://x/m",
+                None,
+                mast_mirror::tls::http_client(None).unwrap()
+            )
+            .is_err()
+        );
     }
 }
