@@ -3,8 +3,9 @@
 //! Turns a directory of rendered Kubernetes manifests into a signed release on a channel of a TUF
 //! repository, and publishes it to mirrors. The repository-side builders live in
 //! [`mast_protocol::tuf`]; this crate adds keys on disk, the repository directory, bundle packing and the
-//! publishers. Every command is a function here taking typed arguments and the current time and returning
-//! a report that is both `Display` (text) and `Serialize` (`--output json`); the `mast` binary only parses flags and prints.
+//! publishers. Every command is a function here taking typed arguments and the current time and
+//! returning a report that is both `Display` (text) and `Serialize` (`--output json`); the `mast` binary
+//! only parses flags, prints, and maps errors to exit codes ([`ExitStatus`]).
 //!
 //! A repository directory is a mirror layout (`docs/bundles.md`, "Layout on a mirror") plus a private
 //! `.mast/` directory that is never published; see [`repo`] and `docs/packager.md`.

@@ -731,3 +731,37 @@ fn keys_from_openssl_work_everywhere_a_key_is_read() {
     let err = fails(&["keygen", "--out", s(&ours)], 73);
     assert!(err.contains("ours.pem"), "{err}");
 }
+
+#[test]
+fn leftovers_of_an_interrupted_release_are_replaced_and_reported() {
+    let keys = keys();
+    let work = tempfile::tempdir().unwrap();
+    let repo = work.path().join("repo");
+    init_repo(&keys, &repo, &[]);
+    let dir = work.path().join("m");
+    manifests(&dir);
+    // A run killed after writing version 2 of targets and snapshot, before timestamp.json: the
+    // repository still loads (the timestamp in force names version 1), and the next release, which
+    // assigns version 2 again, replaces those files rather than trusting or refusing them.
+    write(&repo, "metadata/2.targets.json", "{\"torn\":");
+    write(&repo, "metadata/2.snapshot.json", "{}");
+    assert_eq!(load(&repo).targets().version(), 1);
+    let report = json(&["release", s(&repo), s(&dir), "--channel", "prod"]);
+    let mut replaced: Vec<&str> = report["written"]["replaced_leftovers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    replaced.sort();
+    assert_eq!(
+        replaced,
+        ["metadata/2.snapshot.json", "metadata/2.targets.json"]
+    );
+    let loaded = load(&repo);
+    assert_eq!(
+        (loaded.targets().version(), loaded.snapshot().version()),
+        (2, 2)
+    );
+    assert!(ok(&["release", s(&repo), s(&dir), "--channel", "prod"]).contains("prod #2"));
+}
