@@ -18,7 +18,7 @@
 //! A pass that fails at any point leaves the site as it was: what runs keeps running, and nothing is ever
 //! removed because a mirror or the network is gone.
 
-use mast_mirror::client::{Client, fetch_target, fetch_verified};
+use mast_mirror::client::{Client, TimestampRead, Validators, fetch_target, fetch_verified};
 use mast_mirror::{Mirror, MirrorRead, ObjectPath};
 use mast_protocol::bundle::options::{BundleOptions, Drift, OPTIONS_FILES};
 use mast_protocol::bundle::{
@@ -437,6 +437,8 @@ async fn refresh(
         let persisted = files.persisted().ok_or(PassError::NoRoot)?;
         let (trusted, _discarded) = TrustedMetadata::from_persisted(persisted)
             .map_err(|e| PassError::Trust(e.to_string()))?;
+        let key = validators_key(mirror);
+        let validators = state.fact(&key)?.as_deref().and_then(parse_validators);
         let mut client = Client::new(
             mirror,
             state.trust_store(now),
@@ -444,9 +446,19 @@ async fn refresh(
             now,
             Limits::default(),
         );
+        if let Some(validators) = validators {
+            client = client.revalidate_timestamp(validators);
+        }
         match client.refresh().await {
             Ok(()) => {
                 let trusted = client.trusted().clone();
+                let read = client.timestamp_read().clone();
+                drop(client);
+                // The validators go with the timestamp this mirror gave and the refresh kept: the next
+                // idle poll of this mirror is then one conditional request answered "not modified".
+                if let TimestampRead::Fetched(validators) = read {
+                    state.set_fact(&key, &format_validators(&validators))?;
+                }
                 return Ok((position, trusted, failures));
             }
             Err(e) => {
@@ -619,6 +631,30 @@ async fn fetch_chunk<M: MirrorRead>(
     .map_err(|e| e.to_string())?;
     check(&bytes)?;
     Ok(bytes)
+}
+
+/// The fact under which a mirror's `timestamp.json` validators are kept.
+fn validators_key(mirror: &Mirror) -> String {
+    format!("timestamp_validators {}", mirror.describe())
+}
+
+/// Validators as a fact: the ETag and the Last-Modified on two lines (neither can hold a newline).
+fn format_validators(v: &Validators) -> String {
+    format!(
+        "{}\n{}",
+        v.etag.as_deref().unwrap_or(""),
+        v.last_modified.as_deref().unwrap_or("")
+    )
+}
+
+fn parse_validators(fact: &str) -> Option<Validators> {
+    let (etag, last_modified) = fact.split_once('\n')?;
+    let some = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    let validators = Validators {
+        etag: some(etag),
+        last_modified: some(last_modified),
+    };
+    (validators.etag.is_some() || validators.last_modified.is_some()).then_some(validators)
 }
 
 fn failure(mirror: &Mirror, error: impl std::fmt::Display) -> MirrorFailure {
