@@ -53,7 +53,11 @@ fn applies_a_release_then_idles_then_fetches_only_the_changed_chunks() {
         .filter(|r| r.uri.ends_with("/timestamp.json"))
         .collect();
     assert_eq!(timestamp.len(), 1, "{idle:?}");
-    assert_eq!((timestamp[0].status, timestamp[0].body_bytes), (304, 0), "{idle:?}");
+    assert_eq!(
+        (timestamp[0].status, timestamp[0].body_bytes),
+        (304, 0),
+        "{idle:?}"
+    );
     assert!(timestamp[0].if_none_match.is_some());
     // Besides it, only the probe for the next root version (404) is sent.
     assert_eq!(idle.len(), 2, "{idle:?}");
