@@ -21,9 +21,11 @@ use mast_protocol::bundle::{
     ChunkIndex, IndexLimits, Reassembler, WalkLimits, gunzip_bounded, walk,
 };
 use mast_protocol::digest::Sha256Digest;
-use mast_protocol::release::{AgentVersion, Channel, NamedTarget, select_release};
+use mast_protocol::release::{
+    AgentVersion, Channel, NamedTarget, WaveDecision, Waves, seed_for, select_release,
+};
 use mast_protocol::tuf::verify::signed_sha256;
-use mast_protocol::tuf::{Limits, TrustedMetadata};
+use mast_protocol::tuf::{Expiry, Limits, TrustedMetadata};
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -47,6 +49,9 @@ pub struct VerifyArgs {
     /// Extra CA certificates (PEM) to trust for https and oci mirrors.
     #[arg(long, value_name = "PEM")]
     pub ca_file: Option<PathBuf>,
+    /// Also say what the site with this cluster id may do now under the release's rollout waves.
+    #[arg(long, value_name = "ID")]
+    pub cluster_id: Option<String>,
     /// Registry user name, for oci mirrors that need one to pull.
     #[arg(
         long,
@@ -186,8 +191,38 @@ pub struct VerifyReport {
     pub chunk_bytes: u64,
     /// The minimum agent version.
     pub min_agent_version: String,
+    /// The rollout plan: which seeds may apply from when (empty: everyone at once).
+    pub waves: Vec<WaveReport>,
+    /// With `--cluster-id`: what that site may do now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutReport>,
     /// Trusted versions: root, timestamp, snapshot, targets.
     pub metadata: MetadataVersions,
+    #[serde(skip)]
+    plan: Waves,
+}
+
+/// One wave of a rollout plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct WaveReport {
+    /// Sites with a seed below this (and not in an earlier wave)…
+    pub seed_below: u16,
+    /// …may apply from this instant.
+    pub start: String,
+}
+
+/// What one site may do with the release now.
+#[derive(Debug, Clone, Serialize)]
+pub struct RolloutReport {
+    /// The cluster id given.
+    pub cluster_id: String,
+    /// Its rollout seed.
+    pub seed: u16,
+    /// `apply_now`, `not_before` or `not_in_rollout`.
+    pub decision: &'static str,
+    /// For `not_before`: when its wave starts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<String>,
 }
 
 /// The versions of the metadata the verdict rests on.
@@ -230,7 +265,24 @@ impl std::fmt::Display for VerifyReport {
         for t in [&self.bundle, &self.index] {
             writeln!(f, "  {}  sha256:{}  {} bytes", t.target, t.sha256, t.length)?;
         }
-        write!(f, "  {} chunks, {} bytes", self.chunks, self.chunk_bytes)
+        write!(f, "  {} chunks, {} bytes", self.chunks, self.chunk_bytes)?;
+        if !self.waves.is_empty() {
+            let plan: Vec<String> = self
+                .waves
+                .iter()
+                .map(|w| format!("seeds below {} from {}", w.seed_below, w.start))
+                .collect();
+            write!(f, "\n  rollout: {}", plan.join(", "))?;
+        }
+        if let Some(r) = &self.rollout {
+            let what = match (r.decision, &r.not_before) {
+                ("apply_now", _) => "applies it now".to_owned(),
+                (_, Some(at)) => format!("applies it from {at}"),
+                _ => "is not in this release's rollout".to_owned(),
+            };
+            write!(f, "\n  cluster {} (seed {}) {what}", r.cluster_id, r.seed)?;
+        }
+        Ok(())
     }
 }
 
@@ -259,7 +311,27 @@ pub async fn verify_args(
         path: args.root.clone(),
         reason: e.to_string(),
     })?;
-    verify(&mirror, trusted, root, &args.channel, &agent, now).await
+    let mut report = verify(&mirror, trusted, root, &args.channel, &agent, now).await?;
+    if let Some(id) = &args.cluster_id {
+        report.rollout = Some(rollout(&report, id, now));
+    }
+    Ok(report)
+}
+
+/// What the site `cluster_id` may do with the verified release at `now` (the agent's own rule).
+fn rollout(report: &VerifyReport, cluster_id: &str, now: OffsetDateTime) -> RolloutReport {
+    let seed = seed_for(cluster_id);
+    let (decision, not_before) = match report.plan.decision(seed, now) {
+        WaveDecision::ApplyNow => ("apply_now", None),
+        WaveDecision::NotBefore(at) => ("not_before", Some(Expiry::new(at).to_string())),
+        WaveDecision::NotInRollout => ("not_in_rollout", None),
+    };
+    RolloutReport {
+        cluster_id: cluster_id.to_owned(),
+        seed,
+        decision,
+        not_before,
+    }
 }
 
 /// Verifies `mirror` from `trusted` (whose bytes are `root`) as a new site running `agent` would at `now`,
@@ -381,6 +453,17 @@ pub async fn verify<M: MirrorRead>(
         chunks,
         chunk_bytes,
         min_agent_version: release.min_agent_version.to_string(),
+        waves: release
+            .waves
+            .as_slice()
+            .iter()
+            .map(|w| WaveReport {
+                seed_below: w.seed_below,
+                start: Expiry::new(w.start).to_string(),
+            })
+            .collect(),
+        rollout: None,
+        plan: release.waves.clone(),
         metadata,
     })
 }

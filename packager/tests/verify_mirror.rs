@@ -6,6 +6,7 @@
 mod publish_support;
 
 use mast_protocol::crypto::SigningKey;
+use mast_protocol::release::{parse_waves_spec, seed_for};
 use mast_protocol::tuf::Expiry;
 use mast_protocol::tuf::builder::{RoleSpec, RootSpec, new_root};
 use publish_support::{Made, TestRepo, as_files, manifests, run, run_json};
@@ -169,6 +170,51 @@ fn refuses_another_root_an_unknown_channel_and_a_too_old_agent() {
     assert_eq!(code, Some(66), "{text}");
     assert!(
         text.contains("--root") && text.contains("nope.json"),
+        "{text}"
+    );
+}
+
+#[test]
+fn reports_the_rollout_and_what_one_site_may_do_now() {
+    let mut repo = TestRepo::new();
+    let waves = parse_waves_spec("50%@+0h,100%@+1d", OffsetDateTime::now_utc()).unwrap();
+    repo.release_with_waves("prod", 1, &as_files(&manifests(2, 1000, 22)), waves);
+    let dest = tempfile::tempdir().unwrap();
+    let to = format!("dir:{}", dest.path().display());
+    run_json(&["publish", repo.path().to_str().unwrap(), "--to", &to]);
+    let early = (0..)
+        .map(|i| format!("site-{i}"))
+        .find(|id| seed_for(id) < 5000)
+        .unwrap();
+    let late = (0..)
+        .map(|i| format!("site-{i}"))
+        .find(|id| seed_for(id) >= 5000)
+        .unwrap();
+    let verdict = |id: &str| {
+        run_json(&[
+            "verify",
+            &to,
+            "--root",
+            repo.root_file().to_str().unwrap(),
+            "--channel",
+            "prod",
+            "--cluster-id",
+            id,
+        ])
+    };
+    let now = verdict(&early);
+    assert_eq!(now["waves"].as_array().unwrap().len(), 2, "{now}");
+    assert_eq!(now["waves"][0]["seed_below"], 5000);
+    assert_eq!(now["rollout"]["decision"], "apply_now", "{now}");
+    assert_eq!(now["rollout"]["seed"], seed_for(&early));
+    let later = verdict(&late);
+    assert_eq!(later["rollout"]["decision"], "not_before", "{later}");
+    assert_eq!(later["rollout"]["not_before"], later["waves"][1]["start"]);
+
+    let (ok, text) = verify(&repo.root_file(), dest.path(), &["--cluster-id", &late]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains(&format!("cluster {late}")) && text.contains("applies it from"),
         "{text}"
     );
 }

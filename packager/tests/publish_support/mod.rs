@@ -96,6 +96,17 @@ impl TestRepo {
         number: u64,
         files: &[(&str, Vec<u8>)],
     ) -> Made {
+        self.release_with_waves(channel, number, files, Waves::new(Vec::new()).unwrap())
+    }
+
+    /// As [`TestRepo::release`], with a rollout plan.
+    pub(crate) fn release_with_waves(
+        &mut self,
+        channel: &str,
+        number: u64,
+        files: &[(&str, Vec<u8>)],
+        waves: Waves,
+    ) -> Made {
         let tar = build_tar(
             files
                 .iter()
@@ -111,7 +122,7 @@ impl TestRepo {
             tar_sha256: Sha256Digest::of(&tar),
             tar_length: tar.len() as u64,
             min_agent_version: AgentVersion::new(0, 1, 0),
-            waves: Waves::new(Vec::new()).unwrap(),
+            waves,
         };
         for chunk in &chunks {
             write(
