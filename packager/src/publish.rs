@@ -234,7 +234,10 @@ pub async fn publish(
 ) -> Result<PublishReport, PublishError> {
     let options = mirror_options(args)?;
     let created = created_annotation();
-    let plan = plan::plan(&args.repo, now, &created, &args.source).await?;
+    let checking = Progress::spinner(&format!("verifying {}", args.repo.display()));
+    let plan = plan::plan(&args.repo, now, &created, &args.source).await;
+    checking.finish();
+    let plan = plan?;
     let mirror =
         Mirror::open(&args.to, &options).map_err(|e| PublishError::Usage(e.to_string()))?;
     let destination = mirror.describe();
@@ -528,6 +531,16 @@ impl Progress {
         ) {
             bar.set_style(style.progress_chars("=> "));
         }
+        Self(Some(bar))
+    }
+
+    /// A spinner with `message` while a step of unknown length runs (on a terminal only).
+    fn spinner(message: &str) -> Self {
+        if !std::io::stderr().is_terminal() {
+            return Self(None);
+        }
+        let bar = ProgressBar::new_spinner().with_message(message.to_owned());
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
         Self(Some(bar))
     }
 
