@@ -137,4 +137,29 @@ fn publishes_a_flux_artifact_that_skopeo_reads_and_verify_picks_the_newest_relea
     let again = run_json(&["publish", repo.path().to_str().unwrap(), "--to", &to]);
     assert_eq!(again["uploaded"], 0, "{again}");
     assert_eq!(again["timestamp_uploaded"], false, "{again}");
+
+    // Release 3 changes one manifest: the registry gets its new chunks only, and the channel tag moves.
+    let mut third_files = changed.clone();
+    third_files[4].1[9] ^= 0x0f;
+    let third = repo.release("prod", 3, &as_files(&third_files));
+    let held: std::collections::BTreeSet<_> = first.chunks.iter().chain(&second.chunks).collect();
+    let new_chunks = third.chunks.iter().filter(|c| !held.contains(c)).count();
+    let delta = run_json(&["publish", repo.path().to_str().unwrap(), "--to", &to]);
+    assert_eq!(delta["chunks_uploaded"], new_chunks, "{delta}");
+    assert_eq!(delta["targets_uploaded"], 2, "{delta}");
+    let moved: serde_json::Value =
+        serde_json::from_slice(&manifest(&registry, "prod", MANIFEST_MEDIA_TYPE)).unwrap();
+    assert_eq!(
+        moved["layers"][0]["digest"],
+        format!("sha256:{}", third.bundle_sha256)
+    );
+    let verdict = run_json(&[
+        "verify",
+        &to,
+        "--root",
+        repo.root_file().to_str().unwrap(),
+        "--channel",
+        "prod",
+    ]);
+    assert_eq!(verdict["release"], 3, "{verdict}");
 }
