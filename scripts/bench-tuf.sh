@@ -19,7 +19,8 @@
 #   tuftool  `tuftool download --root ROOT --metadata-url … --targets-url … -n T OUTDIR` (one process).
 #
 # Environment: MAST_TEST_PYTHON (python with python-tuf; default .venv/bin/python from scripts/test.sh),
-# MAST_TEST_NGINX, MAST_BENCH_RUNS, MAST_BENCH_TUFTOOL (a tuftool binary to use), MAST_BENCH_TUFTOOL_BUILD
+# MAST_TEST_NGINX, MAST_BENCH_RUNS, MAST_BENCH_AGENT (a release mast-agent to use instead of building one),
+# MAST_BENCH_TUFTOOL (a tuftool binary to use), MAST_BENCH_TUFTOOL_BUILD
 # (seconds allowed for `cargo install tuftool` into .tmp/tuftool when none is there; default 600, 0 skips).
 # tuftool is built outside the workspace (its own --root and target dir under .tmp/): it is a benchmark
 # tool only and never enters mast's Cargo.lock.
@@ -53,11 +54,14 @@ trap cleanup EXIT
 
 # --- the clients -----------------------------------------------------------------------------------------
 
-log "building mast-agent (release)"
-cargo build --release --quiet -p mast-agent --manifest-path "$ROOT/Cargo.toml"
-TARGET_DIR="$(cargo metadata --format-version 1 --no-deps --manifest-path "$ROOT/Cargo.toml" |
-    "$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
-AGENT="$TARGET_DIR/release/mast-agent"
+AGENT="${MAST_BENCH_AGENT:-}"
+if [ -z "$AGENT" ]; then
+    log "building mast-agent (release)"
+    cargo build --release --quiet -p mast-agent --manifest-path "$ROOT/Cargo.toml"
+    TARGET_DIR="$(cargo metadata --format-version 1 --no-deps --manifest-path "$ROOT/Cargo.toml" |
+        "$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+    AGENT="$TARGET_DIR/release/mast-agent"
+fi
 
 TUFTOOL="${MAST_BENCH_TUFTOOL:-}"
 TUFTOOL_NOTE=""
