@@ -19,8 +19,10 @@ use crate::config::Config;
 use crate::schedule::PollOutcome;
 use crate::sync::{PassError, PassOutcome, PassReport, check_drift};
 use crate::telemetry::{
-    DriftKind, Endpoints, Liveness, Metrics, Notifier, Readiness, TelemetryServer, Watchdog,
+    ApplyOutcome, DriftKind, Endpoints, FileKind, Liveness, Metrics, MirrorKind, Notifier,
+    Readiness, TelemetryServer, TufRole, Watchdog,
 };
+use mast_protocol::release::ReleaseNumber;
 
 /// How long a pass in flight may run on after a stop signal.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(10);
@@ -92,6 +94,7 @@ pub async fn run(
             }
         };
         record(&metrics, &readiness, &result);
+        gauges(&metrics, &agent);
         if last_drift.is_none_or(|at| at.elapsed() >= config.drift_interval) {
             drift(&mut agent, &metrics, now).await;
             last_drift = Some(tokio::time::Instant::now());
@@ -173,6 +176,29 @@ async fn drift(agent: &mut Agent, metrics: &Metrics, now: OffsetDateTime) {
     }
 }
 
+/// The gauges read from the database after a pass: trusted versions, current and desired release.
+fn gauges(metrics: &Metrics, agent: &Agent) {
+    let channel = &agent.site.channel;
+    let versions = agent.state.trusted_versions().unwrap_or_default();
+    for (role, version) in versions {
+        let role = match role.as_str() {
+            "root" => TufRole::Root,
+            "timestamp" => TufRole::Timestamp,
+            "snapshot" => TufRole::Snapshot,
+            "targets" => TufRole::Targets,
+            _ => continue,
+        };
+        metrics.set_trusted_version(role, version);
+    }
+    let release = |n: Option<u64>| n.and_then(|n| ReleaseNumber::new(n).ok());
+    if let Some(current) = release(agent.state.current_release(channel.as_str()).ok().flatten()) {
+        metrics.set_current_release(channel, current);
+    }
+    if let Some(desired) = release(agent.state.highest_release(channel.as_str()).ok().flatten()) {
+        metrics.set_desired_release(channel, desired);
+    }
+}
+
 fn record(metrics: &Metrics, readiness: &Readiness, result: &Result<PassReport, PassError>) {
     use crate::telemetry::PollOutcome as Polled;
     let polled = match result {
@@ -182,6 +208,19 @@ fn record(metrics: &Metrics, readiness: &Readiness, result: &Result<PassReport, 
                 metrics.record_mirror_skip(&skipped.mirror);
             }
             metrics.set_last_successful_refresh(std::time::SystemTime::now());
+            if report.bytes_fetched > 0 {
+                metrics.record_received_bytes(
+                    mirror_kind(&report.mirror),
+                    FileKind::Chunk,
+                    report.bytes_fetched,
+                );
+            }
+            if let PassOutcome::Applied { .. } = report.outcome {
+                metrics.record_apply(ApplyOutcome::Healthy);
+            }
+            if let PassOutcome::RolledBack { .. } = report.outcome {
+                metrics.record_apply(ApplyOutcome::RolledBack);
+            }
             match report.outcome {
                 PassOutcome::Applied { .. } | PassOutcome::Waiting { .. } => Polled::Updated,
                 _ => Polled::Unchanged,
@@ -204,6 +243,17 @@ fn record(metrics: &Metrics, readiness: &Readiness, result: &Result<PassReport, 
         }
     };
     metrics.record_poll(polled);
+}
+
+/// The kind of a mirror, from how it describes itself.
+fn mirror_kind(described: &str) -> MirrorKind {
+    if described.starts_with("oci") {
+        MirrorKind::Oci
+    } else if described.starts_with("http") {
+        MirrorKind::Http
+    } else {
+        MirrorKind::File
+    }
 }
 
 fn status_line(result: &Result<PassReport, PassError>) -> String {

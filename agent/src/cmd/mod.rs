@@ -73,6 +73,8 @@ pub struct Agent {
     pub site: Site,
     /// Where releases go.
     pub applier: Box<dyn Applier + Send>,
+    /// How many releases' chunks to keep after a new one is applied.
+    pub keep_releases: u32,
 }
 
 impl Agent {
@@ -115,6 +117,7 @@ impl Agent {
                 agent_version,
             },
             applier,
+            keep_releases: config.keep_releases.get(),
         })
     }
 
@@ -130,6 +133,17 @@ impl Agent {
             now,
         )
         .await;
+        if let Ok(PassReport {
+            outcome: PassOutcome::Applied { .. },
+            ..
+        }) = &result
+        {
+            match self.state.gc_chunks(self.keep_releases) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(chunks = n, "collected chunks no kept release needs"),
+                Err(e) => tracing::warn!(error = %e, "chunk collection failed"),
+            }
+        }
         let (key, value) = match &result {
             Ok(report) => ("last_outcome", describe(&report.outcome)),
             Err(e) => ("last_error", e.to_string()),

@@ -483,8 +483,9 @@ impl State {
     }
 
     /// Deletes the chunks that none of the newest `keep` releases (by release number, per channel) lists,
-    /// and forgets older releases' chunk lists. Returns how many chunks were deleted. The journal keeps
-    /// its history; a release whose chunks are gone is fetched again if it is ever needed.
+    /// and forgets older releases' chunk lists. The release a channel runs is always kept, however old:
+    /// it is what a rollback or an offline boot puts back. Returns how many chunks were deleted. The
+    /// journal keeps its history; a release whose chunks are gone is fetched again if it is ever needed.
     pub fn gc_chunks(&mut self, keep: u32) -> Result<usize, StateError> {
         let tx = self
             .conn
@@ -496,7 +497,12 @@ impl State {
                      SELECT channel, number,
                             row_number() OVER (PARTITION BY channel ORDER BY number DESC) AS rank
                      FROM releases)
-                 WHERE rank > ?1)",
+                 WHERE rank > ?1)
+             AND (channel, number) NOT IN (
+                 SELECT channel, number FROM journal AS j
+                 WHERE state IN ('healthy', 'rolled_back')
+                   AND id = (SELECT max(id) FROM journal
+                             WHERE channel = j.channel AND state IN ('healthy', 'rolled_back')))",
             [i64::from(keep)],
         )
         .map_err(sql_err(&self.path, "collecting chunks"))?;

@@ -188,6 +188,18 @@ fn gc_keeps_the_chunks_of_the_newest_releases_per_channel() {
         .collect();
     assert_eq!(held, [true, false, true, true, true]);
     assert_eq!(state.gc_chunks(2).unwrap(), 0);
+    // The site runs release 2 (3 failed and was rolled back): its chunks survive a keep of 1.
+    state
+        .journal_append("prod", 2, JournalState::Healthy, "", NOW)
+        .unwrap();
+    state
+        .journal_append("prod", 3, JournalState::Failed, "unhealthy", NOW)
+        .unwrap();
+    assert_eq!(state.gc_chunks(1).unwrap(), 0);
+    assert!(state.has_chunk(&digest(3)).unwrap());
+    state
+        .journal_append("prod", 3, JournalState::Healthy, "", NOW)
+        .unwrap();
     assert_eq!(state.gc_chunks(1).unwrap(), 1);
     assert!(!state.has_chunk(&digest(3)).unwrap());
 }
