@@ -278,6 +278,27 @@ pub(crate) fn run_json(args: &[&str]) -> serde_json::Value {
     })
 }
 
+/// nginx's logged `PUT`s, once there are at least `count`: nginx logs a request just after answering
+/// it, so the last lines may lag the client by a moment.
+pub(crate) fn logged_puts(nginx: &mast_test_support::Nginx, count: usize) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let puts: Vec<String> = nginx
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == "PUT")
+            .map(|r| {
+                assert!(matches!(r.status, 201 | 204), "{r:?}");
+                r.uri
+            })
+            .collect();
+        if puts.len() >= count || std::time::Instant::now() > deadline {
+            return puts;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// Every file under `dir`, relative, sorted.
 pub(crate) fn files_under(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
