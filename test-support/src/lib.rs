@@ -31,6 +31,7 @@
 
 pub mod fault_proxy;
 pub mod http;
+pub mod kube_api;
 mod net;
 mod nginx;
 mod process;
@@ -39,6 +40,7 @@ mod registry;
 mod tools;
 
 pub use fault_proxy::{FaultControl, FaultProxy};
+pub use kube_api::KubeApi;
 pub use net::{free_port, wait_for_port};
 pub use nginx::{LoggedRequest, Nginx, NginxConfig};
 pub use python::HttpServer;
