@@ -10,8 +10,11 @@
 //!
 //! The `dir:` applier writes the manifests as files into a directory — the k3s/RKE2 auto-deploy
 //! directory, whose deploy controller applies them — and is the default when no cluster is configured.
+//! The `kube` applier server-side applies them to the cluster, waits for their rollout and compares
+//! the live objects with the release.
 
 mod dir;
+mod kube;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -22,6 +25,7 @@ use mast_protocol::bundle::options::BundleOptions;
 use mast_protocol::release::Channel;
 
 pub use dir::DirApplier;
+pub use kube::{FIELD_MANAGER, KubeApplier, PRUNE_ANNOTATION};
 
 /// A boxed future, so that appliers stay usable as `dyn Applier`.
 pub type ApplyFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, ApplyError>> + Send + 'a>>;

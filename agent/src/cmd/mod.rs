@@ -20,7 +20,7 @@ use mast_protocol::release::AgentVersion;
 use time::OffsetDateTime;
 
 use crate::AGENT_VERSION;
-use crate::apply::{Applier, DirApplier};
+use crate::apply::{Applier, DirApplier, KubeApplier};
 use crate::config::{Applier as ApplierConfig, Config, ConfigError};
 use crate::state::{State, StateError};
 use crate::sync::{PassError, PassOutcome, PassReport, Site, run_pass};
@@ -86,13 +86,11 @@ impl Agent {
         let applier: Box<dyn Applier + Send> = match &config.applier {
             ApplierConfig::Dir(path) => Box::new(DirApplier::new(path)),
             ApplierConfig::Kube => {
-                return Err(ConfigError::Invalid {
+                Box::new(KubeApplier::infer().map_err(|e| ConfigError::Invalid {
                     origin: "configuration".to_owned(),
                     key: "applier",
-                    reason: "kube (server-side apply) is not in this build yet; use dir:PATH"
-                        .to_owned(),
-                }
-                .into());
+                    reason: format!("kube: {e}"),
+                })?)
             }
         };
         if let Some(parent) = config.state.parent().filter(|p| !p.as_os_str().is_empty()) {
