@@ -376,6 +376,43 @@ fn follows_a_root_rotation_and_downloads_the_new_release() {
 }
 
 #[test]
+fn recovers_from_a_fast_forward_and_drops_a_tampered_trusted_file() {
+    let Some(python) = tools() else { return };
+    let out = tempfile::tempdir().unwrap();
+    let scenarios = pytuf_scenarios(&python, out.path());
+    let nginx = Nginx::serve(out.path());
+    // Phase 1 trusts timestamp v100; phase 2's root rotates the timestamp key, so the trusted timestamp
+    // is discarded (TUF 5.3.11) and v1 is accepted.
+    let scenario = &scenarios["fast_forward_recovery"];
+    let client = Client::new();
+    ok(&client.init(&out.path().join(scenario["initial_root"].as_str().unwrap())));
+    let mut metadata = String::new();
+    for phase in scenario["phases"].as_array().unwrap() {
+        let dir = phase["dir"].as_str().unwrap();
+        metadata = nginx.url(&format!("{dir}/metadata"));
+        ok(&client.download(
+            &metadata,
+            &nginx.url(&format!("{dir}/targets")),
+            &["bundle.tar.gz"],
+        ));
+        assert_eq!(
+            client.target_sha256("bundle.tar.gz"),
+            phase["expect_target_sha256"].as_str().unwrap()
+        );
+    }
+    assert_eq!(client.version("root.json"), 2);
+    assert_eq!(client.version("timestamp.json"), 1);
+
+    // A trusted file changed on disk no longer verifies: it is dropped and fetched again.
+    let path = client.metadata_dir().join("snapshot.json");
+    let good = fs::read(&path).unwrap();
+    let text = String::from_utf8(good.clone()).unwrap();
+    fs::write(&path, text.replacen("\"version\": ", "\"version\": 9", 1)).unwrap();
+    ok(&client.refresh(&metadata));
+    assert_eq!(fs::read(&path).unwrap(), good);
+}
+
+#[test]
 fn attacks_exit_1_and_keep_the_trusted_state() {
     let Some(python) = tools() else { return };
     let out = tempfile::tempdir().unwrap();
