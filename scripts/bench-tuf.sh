@@ -81,6 +81,9 @@ if [ -z "$TUFTOOL" ] && [ "$BUILD_SECONDS" -gt 0 ]; then
     fi
 elif [ -z "$TUFTOOL" ]; then
     TUFTOOL_NOTE="tuftool: not measured (MAST_BENCH_TUFTOOL_BUILD=0 and none in .tmp/tuftool)"
+    if [ -f "$ROOT/.tmp/tuftool/install.log" ]; then
+        TUFTOOL_NOTE+="; last build attempt: $(tail -n 1 "$ROOT/.tmp/tuftool/install.log") (.tmp/tuftool/install.log)"
+    fi
 fi
 
 cat >"$WORK/ngclient.py" <<'EOF'
