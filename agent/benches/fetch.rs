@@ -1,0 +1,284 @@
+//! Fetch-side benchmarks of the issue "Agent, fetch side", each figure and ratio measured in this one run:
+//!
+//! - **P1** fetch + verify of a 100 MB target from nginx (`mast-agent tuf … download`) against
+//!   `curl -o /dev/null` of the same file (goal ≤ 1.3× curl's time);
+//! - **P3** a release fetched and applied from Debian's docker-registry (`mast-agent once` on
+//!   `oci+http://`) against `skopeo copy` of the same release's Flux artifact (goal ≤ 1.0×);
+//! - **P5** bytes on the link for a one-file change in a 20 MB bundle (goal ≤ 2% of the bundle);
+//! - **P6** bytes on the link for an idle poll (goal ≤ 1 KB);
+//! - idle RSS of `mast-agent run` after it converged (goal ≤ 15 MiB).
+//!
+//! Bytes on the link are the TCP payload both ways, counted by the fault proxy in pass-through. Times
+//! are the median of `MAST_BENCH_RUNS` (default 5) interleaved runs. Nothing here asserts a time.
+//!
+//! `cargo bench -p mast-agent --bench fetch` (release build; needs nginx, docker-registry, skopeo and
+//! curl: run `scripts/test.sh` once first, which installs them).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mast_packager::publish::{OutputFormat, PublishArgs, publish};
+use mast_test_support::{FaultProxy, NginxConfig, Registry, free_port};
+use support::{Repo, Site};
+use time::OffsetDateTime;
+
+fn main() {
+    let runs: usize = std::env::var("MAST_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    println!("mast fetch benchmarks ({runs} runs each where timed)\n");
+    p1_target_vs_curl(runs);
+    p3_oci_vs_skopeo(runs);
+    p5_p6_delta_and_idle();
+    idle_rss();
+}
+
+fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn run_ok(cmd: &mut Command) {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A repository whose one release is about `mib` MiB of incompressible manifest data.
+fn big_repo(mib: usize) -> Repo {
+    let repo = Repo::new(0);
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    for i in 0..mib {
+        let mut data = String::with_capacity(1 << 20);
+        while data.len() < (1 << 20) - 200 {
+            // xorshift: cheap, deterministic, and incompressible enough for gzip and zstd.
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            data.push_str(&format!("{state:016x}"));
+        }
+        let yaml = format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: blob-{i:04}\n  namespace: edge\ndata:\n  blob: \"{data}\"\n"
+        );
+        fs::write(repo.manifests.join(format!("blob-{i:04}.yaml")), yaml).unwrap();
+    }
+    repo
+}
+
+fn p1_target_vs_curl(runs: usize) {
+    let repo = big_repo(100);
+    let report = repo.release();
+    let server = NginxConfig::new(&repo.repo).read_only().start();
+    let target = "channels/prod/1/bundle.tar.gz".to_owned();
+    let file = repo.repo.join(&report.bundle_target);
+    let size = fs::metadata(&file).unwrap().len();
+    let url = server.url(&report.bundle_target);
+    let (mut ours, mut curl) = (Vec::new(), Vec::new());
+    for run in 0..runs {
+        let dir = tempfile::tempdir().unwrap();
+        let (meta, out) = (dir.path().join("meta"), dir.path().join("out"));
+        fs::create_dir_all(&meta).unwrap();
+        fs::create_dir_all(&out).unwrap();
+        let agent = env!("CARGO_BIN_EXE_mast-agent");
+        run_ok(
+            Command::new(agent)
+                .args(["tuf", "--metadata-dir"])
+                .arg(&meta)
+                .arg("init")
+                .arg(repo.root()),
+        );
+        let started = Instant::now();
+        run_ok(
+            Command::new(agent)
+                .args(["tuf", "--metadata-dir"])
+                .arg(&meta)
+                .args(["--metadata-url", &server.url("metadata")])
+                .args(["--target-name", &target])
+                .args(["--target-base-url", &server.url("targets")])
+                .arg("--target-dir")
+                .arg(&out)
+                .arg("download"),
+        );
+        ours.push(started.elapsed());
+        let started = Instant::now();
+        run_ok(Command::new("curl").args(["-sf", "-o", "/dev/null", &url]));
+        curl.push(started.elapsed());
+        if run == 0 {
+            let fetched: u64 = fs::read_dir(&out)
+                .unwrap()
+                .map(|e| e.unwrap().metadata().unwrap().len())
+                .sum();
+            assert_eq!(
+                fetched, size,
+                "mast-agent tuf downloaded {fetched} of {size} bytes"
+            );
+        }
+    }
+    let (ours, curl) = (median(ours), median(curl));
+    println!(
+        "P1  {:.1} MB target from nginx: mast-agent tuf (refresh + fetch + verify) {}, curl -o /dev/null {}: {:.2}x curl (goal <= 1.3x)",
+        size as f64 / 1e6,
+        ms(ours),
+        ms(curl),
+        ours.as_secs_f64() / curl.as_secs_f64()
+    );
+}
+
+fn publish_to(repo: &Repo, to: &str) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime
+        .block_on(publish(
+            &PublishArgs {
+                repo: repo.repo.clone(),
+                to: to.parse().unwrap(),
+                presign_cmd: None,
+                ca_file: None,
+                registry_user: None,
+                registry_password: None,
+                jobs: 4,
+                attempts: 3,
+                source: String::new(),
+                output: OutputFormat::Text,
+            },
+            OffsetDateTime::now_utc(),
+        ))
+        .unwrap();
+}
+
+fn p3_oci_vs_skopeo(runs: usize) {
+    let repo = big_repo(20);
+    repo.release();
+    let registry = Registry::start();
+    let to = format!("oci+http://127.0.0.1:{}/edge/mast", registry.port());
+    publish_to(&repo, &to);
+    let skopeo = std::env::var("MAST_TEST_SKOPEO").unwrap_or_else(|_| "skopeo".to_owned());
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let site = Site::new();
+        let started = Instant::now();
+        let out = site.run(&repo, &[&to], &["once"]);
+        ours.push(started.elapsed());
+        assert!(out.status.success(), "{}", support::text(&out));
+        let dir = tempfile::tempdir().unwrap();
+        let started = Instant::now();
+        run_ok(
+            Command::new(&skopeo)
+                .args(["copy", "--quiet", "--src-tls-verify=false"])
+                .arg(format!(
+                    "docker://127.0.0.1:{}/edge/mast:prod-1",
+                    registry.port()
+                ))
+                .arg(format!("dir:{}", dir.path().join("copy").display())),
+        );
+        theirs.push(started.elapsed());
+    }
+    let (ours, theirs) = (median(ours), median(theirs));
+    println!(
+        "P3  20 MB release from docker-registry: mast-agent once (verify + store + apply) {}, skopeo copy of its artifact {}: {:.2}x skopeo (goal <= 1.0x)",
+        ms(ours),
+        ms(theirs),
+        ours.as_secs_f64() / theirs.as_secs_f64()
+    );
+}
+
+fn p5_p6_delta_and_idle() {
+    // About 20 MB of YAML, as 2,500 ConfigMaps of 8 KiB.
+    let repo = Repo::new(2500);
+    let first = repo.release();
+    let server = NginxConfig::new(&repo.repo).read_only().start();
+    let proxy = FaultProxy::start(format!("127.0.0.1:{}", server.port()).parse().unwrap()).unwrap();
+    let site = Site::new();
+    let mirror = proxy.url("");
+    let once = || {
+        let out = site.run(&repo, &[&mirror], &["once"]);
+        assert!(out.status.success(), "{}", support::text(&out));
+    };
+    let wire = || {
+        let s = proxy.control().stats();
+        s.bytes_downstream + s.bytes_upstream
+    };
+    once();
+    let initial = wire();
+    repo.edit(1234, 1);
+    repo.release();
+    let before = wire();
+    once();
+    let delta = wire() - before;
+    println!(
+        "P5  one-file change in a {:.1} MB bundle: {} bytes on the link, {:.2}% of the bundle (first install moved {} bytes; goal <= 2%)",
+        first.tar_bytes as f64 / 1e6,
+        delta,
+        100.0 * delta as f64 / first.tar_bytes as f64,
+        initial
+    );
+    let before = wire();
+    once();
+    let idle = wire() - before;
+    println!("P6  idle poll: {idle} bytes on the link, both directions (goal <= 1024)");
+}
+
+fn idle_rss() {
+    let repo = Repo::new(300);
+    repo.release();
+    let server = NginxConfig::new(&repo.repo).read_only().start();
+    let site = Site::new();
+    let port = free_port();
+    let mut child = site
+        .agent(&repo, &[&server.url("")])
+        .env("MAST_LISTEN", format!("127.0.0.1:{port}"))
+        .env("MAST_POLL_INTERVAL", "2s")
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let done = mast_test_support::http::get(&format!("http://127.0.0.1:{port}/status"))
+            .ok()
+            .and_then(|r| serde_json::from_slice::<serde_json::Value>(&r.body).ok())
+            .is_some_and(|s| s["channels"]["prod"]["current_release"] == 1);
+        if done {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the daemon did not converge");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A few idle polls after converging.
+    std::thread::sleep(Duration::from_secs(7));
+    let rss = vm_rss_kib(Path::new(&format!("/proc/{}/status", child.id())));
+    let _ = child.kill();
+    let _ = child.wait();
+    println!(
+        "RSS idle mast-agent run (release build, 300-object release applied, polling every 2 s): {:.1} MiB (goal <= 15 MiB)",
+        rss as f64 / 1024.0
+    );
+}
+
+fn vm_rss_kib(status: &Path) -> u64 {
+    fs::read_to_string(status)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
