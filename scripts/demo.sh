@@ -74,10 +74,15 @@ step() {
     STEP=$((STEP + 1))
     printf '\n== %s. %s\n' "$STEP" "$*"
 }
-# Prints a command as it would be typed, with paths under the work directory shortened, then runs it.
+# Prints a command as it would be typed, the binaries by name and paths under the work directory
+# shortened, then runs it.
 show() {
     local line
     line="$(printf '%q ' "$@")"
+    if [ -n "${AGENT:-}" ]; then
+        line="${line//"$AGENT"/mast-agent}"
+        line="${line//"$MAST"/mast}"
+    fi
     line="${line//"$WORK"/\$DEMO}"
     printf '$ %s\n' "${line% }"
     "$@"
