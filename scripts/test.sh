@@ -15,83 +15,12 @@ VENV="$ROOT/.venv"
 REQUIREMENTS="$ROOT/scripts/requirements-test.txt"
 START_SECONDS=$SECONDS
 
-log() { printf 'test.sh: %s\n' "$*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
-
-# Runs a command as root: directly when we are root, through sudo when it exists.
-as_root() {
-    if [ "$(id -u)" -eq 0 ]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo "$@"
-    else
-        die "need root (or sudo) to run: $*"
-    fi
-}
-
-# Prints the first candidate that is an executable: absolute paths as they are, bare names on PATH.
-find_tool() {
-    local candidate found
-    for candidate in "$@"; do
-        case "$candidate" in
-            /*) if [ -x "$candidate" ]; then
-                printf '%s\n' "$candidate"
-                return 0
-            fi ;;
-            *) if found="$(type -P "$candidate")"; then
-                printf '%s\n' "$found"
-                return 0
-            fi ;;
-        esac
-    done
-    return 1
-}
+# log, die, as_root, find_tool, apt_install and restore_policy_rc.
+# shellcheck source=scripts/lib.sh
+. "$ROOT/scripts/lib.sh"
+trap restore_policy_rc EXIT
 
 # --- apt packages -------------------------------------------------------------------------------------
-
-POLICY_RC=/usr/sbin/policy-rc.d
-POLICY_RC_OURS=0
-cleanup() {
-    if [ "$POLICY_RC_OURS" -eq 1 ]; then
-        as_root rm -f "$POLICY_RC" || log "warning: could not remove $POLICY_RC"
-    fi
-}
-trap cleanup EXIT
-
-# Installs Debian packages without starting their services: the suite runs its own nginx and registry on
-# 127.0.0.1 ephemeral ports, and a system nginx on port 80 or a registry on 5000 must not appear as a
-# side effect. policy-rc.d (exit 101 = "action forbidden") is honoured by invoke-rc.d and
-# deb-systemd-invoke, which is what the packages' maintainer scripts use to start services.
-apt_install() {
-    command -v apt-get >/dev/null 2>&1 || die "missing packages ($*) and no apt-get to install them"
-    mkdir -p "$LOG_DIR"
-    if [ ! -e "$POLICY_RC" ]; then
-        printf '#!/bin/sh\n# Written by mast scripts/test.sh while it installs packages: start no service.\nexit 101\n' |
-            as_root tee "$POLICY_RC" >/dev/null
-        as_root chmod 0755 "$POLICY_RC"
-        POLICY_RC_OURS=1
-    fi
-    log "installing with apt: $*"
-    local apt_log="$LOG_DIR/apt.log"
-    if ! as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >"$apt_log" 2>&1 ||
-        ! as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-            -o Dpkg::Use-Pty=0 "$@" >>"$apt_log" 2>&1; then
-        tail -n 30 "$apt_log" >&2
-        die "apt-get failed (full log: $apt_log)"
-    fi
-    cleanup
-    POLICY_RC_OURS=0
-    # Where systemd runs, the units were still enabled for the next boot: undo that for what we installed.
-    if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
-        local unit
-        for unit in nginx.service docker-registry.service; do
-            as_root systemctl disable --now "$unit" >/dev/null 2>&1 || true
-        done
-    fi
-}
 
 # Looks every tool up, honouring MAST_TEST_* set by the caller; prints the apt packages still needed.
 locate_tools() {
