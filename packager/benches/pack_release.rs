@@ -8,8 +8,9 @@
 //!   checked twice, since `release` re-checks what it signs;
 //! - `mast release` straight from the directory (checked once).
 //!
-//! and prints the times and ratios. The goal is pack + release within 1.5× of `tar czf` + `sha256sum`;
-//! nothing is asserted, since times depend on the machine.
+//! and prints the wall times and ratios, and the CPU time each used (from `/proc/self/stat`, so the
+//! figures stay comparable on a machine other jobs are loading). The goal is pack + release within 1.5×
+//! of `tar czf` + `sha256sum`; nothing is asserted, since times depend on the machine.
 //!
 //! Run with `cargo bench -p mast-packager --bench pack_release` (`MAST_BENCH_FILES=N` for another size).
 
@@ -46,18 +47,27 @@ fn main() {
     let mut base = Vec::new();
     let mut two_step = Vec::new();
     let mut one_step = Vec::new();
+    let (mut base_cpu, mut two_cpu, mut one_cpu) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     for run in 0..RUNS {
+        let cpu = Cpu::now();
         base.push(baseline(&tree, work.path()));
+        base_cpu += Cpu::now().children - cpu.children;
+
         let bundle = work.path().join("bundle.tar");
+        let cpu = Cpu::now();
         let started = Instant::now();
         pack::pack(&tree, &bundle).unwrap();
         let packed = started.elapsed();
         // Each run is a new release number, with the same content (as re-running CI would).
         release_once(&repo, &bundle, (2 * run + 1) as u64);
         two_step.push((started.elapsed(), packed));
+        two_cpu += Cpu::now().own - cpu.own;
+
+        let cpu = Cpu::now();
         let started = Instant::now();
         release_once(&repo, &tree, (2 * run + 2) as u64);
         one_step.push(started.elapsed());
+        one_cpu += Cpu::now().own - cpu.own;
     }
     let best = |v: &[Duration]| v.iter().min().copied().unwrap();
     let base_best = best(&base);
@@ -66,37 +76,76 @@ fn main() {
     let one_best = best(&one_step);
     let mut out = String::new();
     let secs = |d: Duration| d.as_secs_f64();
-    writeln!(out, "best of {RUNS}:").unwrap();
+    let per_run = |d: Duration| secs(d) / RUNS as f64;
     writeln!(
         out,
-        "  tar czf + sha256sum          {:>7.3} s",
-        secs(base_best)
+        "wall, best of {RUNS}; CPU, mean per run (all threads):"
     )
     .unwrap();
     writeln!(
         out,
-        "  mast pack + mast release     {:>7.3} s  (pack {:.3} s)  ratio {:.2}x",
+        "  tar czf + sha256sum          {:>7.3} s wall  {:>7.3} s CPU",
+        secs(base_best),
+        per_run(base_cpu)
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "  mast pack + mast release     {:>7.3} s wall  {:>7.3} s CPU  (pack {:.3} s wall)  ratio {:.2}x wall, {:.2}x CPU",
         secs(two_best),
+        per_run(two_cpu),
         secs(pack_best),
-        secs(two_best) / secs(base_best)
+        secs(two_best) / secs(base_best),
+        secs(two_cpu) / secs(base_cpu)
     )
     .unwrap();
     writeln!(
         out,
-        "  mast release DIR             {:>7.3} s                  ratio {:.2}x",
+        "  mast release DIR             {:>7.3} s wall  {:>7.3} s CPU                      ratio {:.2}x wall, {:.2}x CPU",
         secs(one_best),
-        secs(one_best) / secs(base_best)
+        per_run(one_cpu),
+        secs(one_best) / secs(base_best),
+        secs(one_cpu) / secs(base_cpu)
     )
     .unwrap();
     writeln!(
         out,
-        "all runs (s): baseline {:?}, pack+release {:?}, release DIR {:?}",
+        "all runs, wall (s): baseline {:?}, pack+release {:?}, release DIR {:?}",
         base.iter().map(|d| round(*d)).collect::<Vec<_>>(),
         two_step.iter().map(|(d, _)| round(*d)).collect::<Vec<_>>(),
         one_step.iter().map(|d| round(*d)).collect::<Vec<_>>()
     )
     .unwrap();
+    if let Ok(load) = std::fs::read_to_string("/proc/loadavg") {
+        writeln!(out, "load average at the end: {}", load.trim()).unwrap();
+    }
     print!("{out}");
+}
+
+/// CPU time used so far by this process (all threads) and by its waited-for children.
+struct Cpu {
+    own: Duration,
+    children: Duration,
+}
+
+impl Cpu {
+    fn now() -> Self {
+        // Fields 14-17 of /proc/self/stat (utime, stime, cutime, cstime), counted after the command name,
+        // which is in parentheses and may hold spaces. Linux reports them in USER_HZ, 100 per second.
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<u64> = after
+            .split(' ')
+            .skip(11)
+            .take(4)
+            .map(|f| f.parse().unwrap())
+            .collect();
+        let ticks = |t: u64| Duration::from_millis(t * 10);
+        Self {
+            own: ticks(fields[0] + fields[1]),
+            children: ticks(fields[2] + fields[3]),
+        }
+    }
 }
 
 fn round(d: Duration) -> f64 {

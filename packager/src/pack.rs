@@ -234,17 +234,19 @@ pub struct PackReport {
     pub options_file: Option<String>,
 }
 
+/// Files read from a directory or a tar but not checked yet: the first half of packing, so that a caller
+/// can compress the canonical tar while the manifests are being checked.
+#[derive(Debug, Clone)]
+pub struct Unchecked {
+    origin: PathBuf,
+    /// Sorted by path, as the canonical tar orders them.
+    files: Vec<(BundlePath, Vec<u8>)>,
+}
+
 /// A file found in the directory: where it goes in the bundle and where to read it.
 struct Source {
     path: BundlePath,
     file: PathBuf,
-}
-
-/// A file checked on a worker thread.
-struct Checked {
-    data: Vec<u8>,
-    objects: Vec<ObjectEntry>,
-    options: Option<BundleOptions>,
 }
 
 /// Packs `dir` and writes the canonical tar to `out` (atomically; only when every check passed).
@@ -273,122 +275,131 @@ pub fn pack(dir: &Path, out: &Path) -> Result<PackReport, PackError> {
 /// Reads and checks every file under `dir` and builds the canonical tar. `progress` asks for a bar on a
 /// terminal.
 pub fn pack_dir(dir: &Path, progress: bool) -> Result<Bundle, PackError> {
-    let sources = collect(dir)?;
-    if sources.is_empty() {
-        return Err(PackError::Empty(dir.to_path_buf()));
-    }
-    let limits = WalkLimits::default();
-    if sources.len() as u64 > limits.max_entries {
-        return Err(PackError::Limit {
-            what: "files".to_owned(),
-            value: sources.len() as u64,
-            limit: limits.max_entries,
-        });
-    }
-    let bar = if progress {
-        Progress::stderr(sources.len() as u64, "packing")
-    } else {
-        Progress::hidden()
-    };
-    let checked = parallel(&sources, |source| {
-        let data = read_capped(&source.file, limits.max_entry_size)?;
-        let checked = check_file(&source.path, data);
-        bar.inc(1);
-        checked
-    });
-    bar.finish();
-    let mut files = Vec::with_capacity(sources.len());
-    let mut checked_files = Vec::with_capacity(sources.len());
-    for (source, result) in sources.into_iter().zip(checked) {
-        let checked = result?;
-        files.push((source.path, checked.data));
-        checked_files.push((checked.objects, checked.options));
-    }
-    let content = assemble(&files, checked_files)?;
-    finish(dir, files, content)
+    Unchecked::open_dir(dir)?.into_bundle(progress)
 }
 
 /// Reads a bundle given to `release` or `inspect`: a canonical tar from `mast pack`, any tar or tar.gz of
 /// manifests (re-written in canonical form), or a directory (packed). Runs every check `pack` runs.
 pub fn read_bundle(path: &Path) -> Result<Bundle, PackError> {
-    let meta = std::fs::metadata(path).map_err(|source| PackError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    if meta.is_dir() {
-        return pack_dir(path, true);
-    }
-    let limits = IndexLimits::default();
-    let raw = read_capped(path, limits.max_tar_length)?;
-    let bundle_err = |source| PackError::Bundle {
-        path: path.to_path_buf(),
-        source: Box::new(source),
-    };
-    let tar = if raw.starts_with(&[0x1f, 0x8b]) {
-        gunzip_bounded(&raw, limits.max_tar_length).map_err(bundle_err)?
-    } else {
-        raw
-    };
-    let entries = walk(&tar, &WalkLimits::default()).map_err(bundle_err)?;
-    let mut files = Vec::with_capacity(entries.len());
-    let mut checked_files = Vec::with_capacity(entries.len());
-    let checked = parallel(&entries, |entry| {
-        Ok(check_file(&entry.path, entry.data.to_vec()))
-    });
-    for (entry, result) in entries.iter().zip(checked) {
-        let checked = result??;
-        files.push((entry.path.clone(), checked.data));
-        checked_files.push((checked.objects, checked.options));
-    }
-    if files.is_empty() {
-        return Err(PackError::Empty(path.to_path_buf()));
-    }
-    // Sort as the canonical tar does, so errors and listings come in the same order for a tar as for the
-    // directory it was made from.
-    let mut order: Vec<usize> = (0..files.len()).collect();
-    order.sort_by(|&a, &b| files[a].0.cmp(&files[b].0));
-    let mut sorted_files = Vec::with_capacity(files.len());
-    let mut sorted_checked = Vec::with_capacity(files.len());
-    let mut files: Vec<Option<_>> = files.into_iter().map(Some).collect();
-    let mut checked_files: Vec<Option<_>> = checked_files.into_iter().map(Some).collect();
-    for i in order {
-        if let (Some(f), Some(c)) = (files[i].take(), checked_files[i].take()) {
-            sorted_files.push(f);
-            sorted_checked.push(c);
-        }
-    }
-    let content = assemble(&sorted_files, sorted_checked)?;
-    finish(path, sorted_files, content)
+    Unchecked::open(path)?.into_bundle(true)
 }
 
-/// Builds the canonical tar and checks it as an agent will.
-fn finish(
-    origin: &Path,
-    files: Vec<(BundlePath, Vec<u8>)>,
-    content: BundleContent,
-) -> Result<Bundle, PackError> {
-    let bundle_err = |source| PackError::Bundle {
-        path: origin.to_path_buf(),
-        source: Box::new(source),
-    };
-    let total: u64 = files.iter().map(|(_, d)| d.len() as u64).sum();
-    let limits = WalkLimits::default();
-    if total > limits.max_total_size {
-        return Err(PackError::Limit {
-            what: "bytes in all".to_owned(),
-            value: total,
-            limit: limits.max_total_size,
-        });
+impl Unchecked {
+    /// Reads a directory of manifests, a tar or a tar.gz. Paths, file types, symlinks and the agent's
+    /// size limits are checked here; the content by [`check`](Self::check).
+    pub fn open(path: &Path) -> Result<Self, PackError> {
+        let meta = std::fs::metadata(path).map_err(|source| PackError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if meta.is_dir() {
+            return Self::open_dir(path);
+        }
+        let limits = IndexLimits::default();
+        let raw = read_capped(path, limits.max_tar_length)?;
+        let bundle_err = |source| PackError::Bundle {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        };
+        let tar = if raw.starts_with(&[0x1f, 0x8b]) {
+            gunzip_bounded(&raw, limits.max_tar_length).map_err(bundle_err)?
+        } else {
+            raw
+        };
+        let entries = walk(&tar, &WalkLimits::default()).map_err(bundle_err)?;
+        let mut files: Vec<(BundlePath, Vec<u8>)> = entries
+            .into_iter()
+            .map(|entry| (entry.path, entry.data.to_vec()))
+            .collect();
+        // Sorted as the canonical tar is, so errors and listings come in the same order for a tar as for
+        // the directory it was made from.
+        files.sort_by(|a, b| a.0.cmp(&b.0));
+        Self::new(path, files)
     }
-    let tar = build_tar(files).map_err(bundle_err)?;
-    // What the agent will run on the reassembled tar; cheap next to packing, and it means the packager
-    // can never sign a bundle that every site would refuse.
-    walk(&tar, &limits).map_err(bundle_err)?;
-    Ok(Bundle {
-        tar_sha256: Sha256Digest::of(&tar),
-        tar,
-        content,
-    })
+
+    /// Reads every file under `dir`.
+    pub fn open_dir(dir: &Path) -> Result<Self, PackError> {
+        let sources = collect(dir)?;
+        let limits = WalkLimits::default();
+        if sources.len() as u64 > limits.max_entries {
+            return Err(PackError::Limit {
+                what: "files".to_owned(),
+                value: sources.len() as u64,
+                limit: limits.max_entries,
+            });
+        }
+        let files = parallel(&sources, |source| {
+            read_capped(&source.file, limits.max_entry_size).map(|data| (source.path.clone(), data))
+        })
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+        Self::new(dir, files)
+    }
+
+    fn new(origin: &Path, files: Vec<(BundlePath, Vec<u8>)>) -> Result<Self, PackError> {
+        if files.is_empty() {
+            return Err(PackError::Empty(origin.to_path_buf()));
+        }
+        let total: u64 = files.iter().map(|(_, d)| d.len() as u64).sum();
+        let limit = WalkLimits::default().max_total_size;
+        if total > limit {
+            return Err(PackError::Limit {
+                what: "bytes in all".to_owned(),
+                value: total,
+                limit,
+            });
+        }
+        Ok(Self {
+            origin: origin.to_path_buf(),
+            files,
+        })
+    }
+
+    /// The canonical tar of the files, checked with the agent's own walker and limits: the packager can
+    /// never sign a bundle every site would refuse.
+    pub fn tar(&self) -> Result<Vec<u8>, PackError> {
+        let bundle_err = |source| PackError::Bundle {
+            path: self.origin.clone(),
+            source: Box::new(source),
+        };
+        let tar = build_tar(
+            self.files
+                .iter()
+                .map(|(path, data)| (path.clone(), data.as_slice())),
+        )
+        .map_err(bundle_err)?;
+        walk(&tar, &WalkLimits::default()).map_err(bundle_err)?;
+        Ok(tar)
+    }
+
+    /// Checks every file's content (manifests, options file, duplicates) on all cores. `progress` asks
+    /// for a bar on a terminal.
+    pub fn check(&self, progress: bool) -> Result<BundleContent, PackError> {
+        let bar = if progress {
+            Progress::stderr(self.files.len() as u64, "checking")
+        } else {
+            Progress::hidden()
+        };
+        let checked = parallel(&self.files, |(path, data)| {
+            let checked = check_file(path, data);
+            bar.inc(1);
+            checked
+        });
+        bar.finish();
+        let checked = checked.into_iter().collect::<Result<Vec<_>, _>>()?;
+        assemble(&self.files, checked)
+    }
+
+    /// Checks the content and builds the tar.
+    pub fn into_bundle(self, progress: bool) -> Result<Bundle, PackError> {
+        let content = self.check(progress)?;
+        let tar = self.tar()?;
+        Ok(Bundle {
+            tar_sha256: Sha256Digest::of(&tar),
+            tar,
+            content,
+        })
+    }
 }
 
 /// Every file under `root`, sorted by bundle path; hidden entries skipped, symlinks checked.
@@ -456,6 +467,9 @@ fn collect(root: &Path) -> Result<Vec<Source>, PackError> {
     Ok(out)
 }
 
+/// A file's objects, or the options file's settings.
+type Checked = (Vec<ObjectEntry>, Option<BundleOptions>);
+
 /// Reads a file, refusing one longer than `limit` before reading it.
 fn read_capped(path: &Path, limit: u64) -> Result<Vec<u8>, PackError> {
     let io = |source| PackError::Io {
@@ -473,16 +487,12 @@ fn read_capped(path: &Path, limit: u64) -> Result<Vec<u8>, PackError> {
     std::fs::read(path).map_err(io)
 }
 
-/// Checks one file's content: a manifest's objects or the options file.
-fn check_file(path: &BundlePath, data: Vec<u8>) -> Result<Checked, PackError> {
+/// Checks one file's content: a manifest's objects, or the options file's settings.
+fn check_file(path: &BundlePath, data: &[u8]) -> Result<Checked, PackError> {
     let name = path.as_str();
     if OPTIONS_FILES.contains(&name) {
-        let options = BundleOptions::parse(name, &data)?;
-        return Ok(Checked {
-            data,
-            objects: Vec::new(),
-            options: Some(options),
-        });
+        let options = BundleOptions::parse(name, data)?;
+        return Ok((Vec::new(), Some(options)));
     }
     let is_manifest = [".yaml", ".yml", ".json"]
         .iter()
@@ -490,7 +500,7 @@ fn check_file(path: &BundlePath, data: Vec<u8>) -> Result<Checked, PackError> {
     if !is_manifest {
         return Err(PackError::Unsupported(name.to_owned()));
     }
-    let text = std::str::from_utf8(&data).map_err(|_| PackError::NotUtf8(name.to_owned()))?;
+    let text = std::str::from_utf8(data).map_err(|_| PackError::NotUtf8(name.to_owned()))?;
     let objects =
         split(text, &ManifestLimits::default()).map_err(|source| PackError::Manifest {
             file: name.to_owned(),
@@ -508,17 +518,13 @@ fn check_file(path: &BundlePath, data: Vec<u8>) -> Result<Checked, PackError> {
             document: o.document,
         })
         .collect();
-    Ok(Checked {
-        data,
-        objects,
-        options: None,
-    })
+    Ok((objects, None))
 }
 
 /// Puts checked files together, refusing duplicate objects and a second options file.
 fn assemble(
     files: &[(BundlePath, Vec<u8>)],
-    checked: Vec<(Vec<ObjectEntry>, Option<BundleOptions>)>,
+    checked: Vec<Checked>,
 ) -> Result<BundleContent, PackError> {
     let mut content = BundleContent::default();
     let mut seen: BTreeMap<ObjectId, (String, usize)> = BTreeMap::new();

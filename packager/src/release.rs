@@ -20,7 +20,7 @@ use mast_protocol::tuf::{BuildError, Repository};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::pack::{PackError, read_bundle};
+use crate::pack::{Bundle, PackError, Unchecked};
 use crate::repo::{RepoDir, RepoError, Written, check_root_fresh};
 use crate::signers::{OnlineKeyPaths, OnlineKeys, OnlineRole, SignersError};
 use crate::{ExitStatus, exit};
@@ -180,16 +180,27 @@ pub fn release(args: &ReleaseArgs, now: OffsetDateTime) -> Result<ReleaseReport,
         });
     }
 
-    let bundle = read_bundle(&args.bundle)?;
-    let (gz, chunked) = std::thread::scope(|scope| {
-        let chunker = scope.spawn(|| ChunkIndex::build(&bundle.tar, &ChunkParams::default()));
-        let gz = gzip(&bundle.tar);
-        (gz, chunker.join())
+    // The canonical tar is known before its manifests are checked, so compressing and chunking it run
+    // alongside the checks; a refused bundle only costs that CPU, never a write.
+    let unchecked = Unchecked::open(&args.bundle)?;
+    let tar = unchecked.tar()?;
+    let (content, gz, chunked) = std::thread::scope(|scope| {
+        let chunker = scope.spawn(|| ChunkIndex::build(&tar, &ChunkParams::default()));
+        let gzipper = scope.spawn(|| gzip(&tar));
+        let content = unchecked.check(true);
+        (content, gzipper.join(), chunker.join())
     });
-    let (index, chunks) = match chunked {
-        Ok(result) => result.map_err(|e| ReleaseError::Build(e.to_string()))?,
-        // The chunker panics only on a bug; surface it rather than hide it.
-        Err(panic) => std::panic::resume_unwind(panic),
+    let content = content?;
+    let (gz, chunked) = match (gz, chunked) {
+        (Ok(gz), Ok(chunked)) => (gz, chunked),
+        // gzip and the chunker panic only on a bug; surface it rather than hide it.
+        (Err(panic), _) | (_, Err(panic)) => std::panic::resume_unwind(panic),
+    };
+    let (index, chunks) = chunked.map_err(|e| ReleaseError::Build(e.to_string()))?;
+    let bundle = Bundle {
+        tar_sha256: Sha256Digest::of(&tar),
+        tar,
+        content,
     };
     let index_bytes = index.to_bytes();
 
@@ -220,20 +231,29 @@ pub fn release(args: &ReleaseArgs, now: OffsetDateTime) -> Result<ReleaseReport,
         .map_err(ReleaseError::Sign)?;
 
     // Everything is signed; from here on only writes, in an order that never tears the repository.
-    let mut written = Written::default();
-    let mut new_chunk_bytes = 0;
-    let mut new_chunks = 0;
-    for chunk in &chunks {
-        let relative = format!("chunks/{}", chunk.digest.to_hex());
-        if dir.write_blob(&relative, &chunk.bytes)? {
+    let chunk_names: Vec<String> = chunks
+        .iter()
+        .map(|c| format!("chunks/{}", c.digest.to_hex()))
+        .collect();
+    let blobs = chunk_names
+        .iter()
+        .zip(&chunks)
+        .map(|(name, chunk)| (name.as_str(), chunk.bytes.as_slice()))
+        .chain([
+            (bundle_path.as_str(), gz.as_slice()),
+            (index_path.as_str(), index_bytes.as_slice()),
+        ]);
+    let mut written = Written {
+        files: dir.write_blobs(blobs)?,
+        replaced_leftovers: Vec::new(),
+    };
+    let fresh: std::collections::BTreeSet<&str> =
+        written.files.iter().map(String::as_str).collect();
+    let (mut new_chunks, mut new_chunk_bytes) = (0, 0);
+    for (name, chunk) in chunk_names.iter().zip(&chunks) {
+        if fresh.contains(name.as_str()) {
             new_chunks += 1;
             new_chunk_bytes += chunk.bytes.len() as u64;
-            written.files.push(relative);
-        }
-    }
-    for (relative, bytes) in [(&bundle_path, &gz), (&index_path, &index_bytes)] {
-        if dir.write_blob(relative, bytes)? {
-            written.files.push(relative.clone());
         }
     }
     let metadata = dir.write_metadata(&repo)?;
