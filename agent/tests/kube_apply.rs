@@ -444,6 +444,49 @@ fn conflicts_with_another_field_manager_fail_unless_forced() {
         !managers(&web).contains(&"kubectl-scale".to_owned()),
         "{web}"
     );
+
+    // An autoscaler owns replicas and the bundle ignores them: mast neither resets nor conflicts.
+    w.api
+        .edit("apps/v1", "Deployment", Some("edge"), "web", "hpa", |o| {
+            o["spec"]["replicas"] = json!(4);
+        })
+        .unwrap();
+    w.write(
+        "mast.toml",
+        "force_conflicts = true\n[[ignore]]\ngroup = \"apps\"\nkind = \"Deployment\"\npaths = [\"/spec/replicas\"]\n",
+    );
+    w.write("web.yaml", &deployment("edge", "web", "web:3", 2));
+    w.release();
+    let out = w.once();
+    assert!(out.status.success(), "{}", text(&out));
+    let web = w
+        .object("apps/v1", "Deployment", Some("edge"), "web")
+        .unwrap();
+    assert_eq!(
+        (web["spec"]["replicas"].as_i64(), image(&web)),
+        (Some(4), "web:3")
+    );
+}
+
+#[test]
+fn a_kube_applier_without_a_cluster_is_a_configuration_error() {
+    let repo = Repo::new(0);
+    let site = Site::new();
+    let missing = site.dir.path().join("no-such-kubeconfig");
+    let out = agent(&site, &repo, "http://127.0.0.1:9", &missing)
+        .arg("once")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("applier") && err.contains("no-such-kubeconfig"),
+        "{err}"
+    );
+    assert!(
+        !site.state().exists(),
+        "a configuration error left a state file"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

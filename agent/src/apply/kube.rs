@@ -43,6 +43,8 @@ pub const FIELD_MANAGER: &str = "mast";
 /// The annotation that keeps an object in the cluster when it leaves the release.
 pub const PRUNE_ANNOTATION: &str = "mast.dev/prune";
 
+/// How a resolve failure says the cluster has no such kind.
+const NOT_SERVED: &str = "the cluster does not serve this kind";
 /// Attempts of one request on a transient failure.
 const ATTEMPTS: u32 = 4;
 /// How long an object of a kind the same apply just defined may take to become discoverable.
@@ -169,9 +171,14 @@ impl KubeApplier {
                     pause = (pause * 2).min(POLL_MAX);
                 }
                 Err(e) => {
+                    let reason = if is_missing(&e) {
+                        format!("{NOT_SERVED}: {}", reason(&e))
+                    } else {
+                        format!("discovery failed: {}", reason(&e))
+                    };
                     return Err(ApplyError::Cluster {
                         object: format!("{api_version} {kind}"),
-                        reason: format!("the cluster does not serve this kind: {e}"),
+                        reason,
                     });
                 }
             }
@@ -312,8 +319,12 @@ impl KubeApplier {
             .await
         {
             Ok(found) => found,
-            // The kind went away (its CRD was deleted): so did its objects.
-            Err(_) => return Ok(None),
+            // The kind went away (its CRD was deleted): so did its objects. Any other discovery failure
+            // fails the apply: skipping the delete would drop the object from the inventory for good.
+            Err(ApplyError::Cluster { reason, .. }) if reason.starts_with(NOT_SERVED) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
         };
         let object = describe_key(k);
         let live = retry(&object, || api.get_opt(&k.name)).await?;
@@ -340,6 +351,14 @@ impl KubeApplier {
         let object = format!("{} ({})", describe(m, namespace), m.file);
         let before = retry(&object, || api.get_opt(&m.id.name)).await?;
         let mut body = m.value.clone();
+        if let Some(live) = &before {
+            let live = serde_json::to_value(live).unwrap_or_default();
+            for path in ignored(m, options) {
+                if owned_by_another(&live, path) {
+                    remove_pointer(&mut body, path);
+                }
+            }
+        }
         if let (Some(ns), Some(meta)) = (namespace, body.get_mut("metadata")) {
             meta["namespace"] = Value::String(ns.to_owned());
         }
@@ -634,6 +653,15 @@ where
     }
 }
 
+/// Whether discovery said the kind does not exist (as opposed to failing to answer).
+fn is_missing(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(status) => status.code == 404,
+        kube::Error::Discovery(_) => true,
+        _ => false,
+    }
+}
+
 fn is_transient(e: &kube::Error) -> bool {
     match e {
         kube::Error::Api(status) => matches!(status.code, 429 | 500 | 502 | 503 | 504),
@@ -769,16 +797,45 @@ fn desired_fields(m: &Manifest, options: &BundleOptions) -> Value {
             meta.retain(|k, _| k == "labels" || k == "annotations");
         }
     }
-    for ignore in options
+    for path in ignored(m, options) {
+        remove_pointer(&mut desired, path);
+    }
+    desired
+}
+
+/// The bundle's ignored fields for `m`'s kind.
+fn ignored<'a>(m: &'a Manifest, options: &'a BundleOptions) -> impl Iterator<Item = &'a str> {
+    options
         .ignore
         .iter()
         .filter(|i| i.group == m.id.group && i.kind == m.id.kind)
-    {
-        for path in &ignore.paths {
-            remove_pointer(&mut desired, path);
-        }
-    }
-    desired
+        .flat_map(|i| i.paths.iter().map(String::as_str))
+}
+
+/// Whether a field manager other than mast owns the field at `pointer` of `live`, by its
+/// `managedFields` (a pointer into a list never matches: lists are keyed there, not indexed).
+fn owned_by_another(live: &Value, pointer: &str) -> bool {
+    let keys: Vec<String> = pointer
+        .split('/')
+        .skip(1)
+        .map(|p| format!("f:{}", p.replace("~1", "/").replace("~0", "~")))
+        .collect();
+    let Some(entries) = live
+        .pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+    else {
+        return false;
+    };
+    entries
+        .iter()
+        .filter(|e| e.get("manager").and_then(Value::as_str) != Some(FIELD_MANAGER))
+        .any(|e| {
+            let mut at = e.get("fieldsV1");
+            for key in &keys {
+                at = at.and_then(|a| a.get(key));
+            }
+            at.is_some()
+        })
 }
 
 fn remove_pointer(value: &mut Value, pointer: &str) {

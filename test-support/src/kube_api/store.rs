@@ -569,6 +569,9 @@ impl Store {
                 }
             }
         };
+        if resource.kind == "CustomResourceDefinition" {
+            check_crd(&new.object)?;
+        }
         let revision = self.revision + 1;
         let meta = metadata(&mut new.object);
         meta.insert("generation".into(), json!(generation));
@@ -716,6 +719,40 @@ fn simulate(kind: &str, object: &mut Value) {
         _ => return,
     };
     set_pointer(object, "/status", status);
+}
+
+/// The little of a CRD the server reads must be there, as a real server's validation would demand.
+fn check_crd(object: &Value) -> Result<(), ApiFailure> {
+    let missing = [
+        "/spec/group",
+        "/spec/names/plural",
+        "/spec/names/kind",
+        "/spec/scope",
+    ]
+    .into_iter()
+    .find(|p| {
+        object
+            .pointer(p)
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+    });
+    let versions = object
+        .pointer("/spec/versions")
+        .and_then(Value::as_array)
+        .is_some_and(|v| !v.is_empty());
+    match (missing, versions) {
+        (None, true) => Ok(()),
+        (Some(p), _) => Err(ApiFailure::new(
+            422,
+            "Invalid",
+            format!("CustomResourceDefinition: {p}: Required value"),
+        )),
+        (None, false) => Err(ApiFailure::new(
+            422,
+            "Invalid",
+            "CustomResourceDefinition: /spec/versions: must have at least one version",
+        )),
+    }
 }
 
 fn check_identity(object: &Value, resource: &Resource, name: &str) -> Result<(), ApiFailure> {
