@@ -275,3 +275,71 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+#[test]
+fn import_takes_a_repository_directory_or_a_tar_archive_of_one() {
+    let repo = Repo::new(12);
+    repo.release();
+    // No mirror is reachable: the import alone brings the release.
+    let unreachable = format!("http://127.0.0.1:{}/", mast_test_support::free_port());
+
+    let site = Site::new();
+    let out = site.run(
+        &repo,
+        &[&unreachable],
+        &["import", repo.repo.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(applied_files(&site.applied()).len(), 12);
+
+    // GNU tar's archive of the repository directory, as an operator would carry it.
+    repo.edit(2, 1);
+    repo.release();
+    let archive = repo.dir.path().join("repo.tar.gz");
+    let tar = std::process::Command::new("tar")
+        .arg("czf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(repo.dir.path())
+        .arg("repo")
+        .status()
+        .unwrap();
+    assert!(tar.success());
+    let out = site.run(
+        &repo,
+        &[&unreachable],
+        &["import", archive.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("applied release 2"));
+    // The unpacked copy is gone.
+    let leftovers: Vec<_> = fs::read_dir(site.state().parent().unwrap())
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("import-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // An archive with a symlink is refused before anything is used.
+    let hostile = repo.dir.path().join("hostile");
+    fs::create_dir_all(hostile.join("repo")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", hostile.join("repo/metadata")).unwrap();
+    let archive = repo.dir.path().join("hostile.tar");
+    let tar = std::process::Command::new("tar")
+        .arg("cf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&hostile)
+        .arg("repo")
+        .status()
+        .unwrap();
+    assert!(tar.success());
+    let out = site.run(
+        &repo,
+        &[&unreachable],
+        &["import", archive.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only files and directories"));
+    assert_eq!(site.status()["channels"]["prod"]["current_release"], 2);
+}

@@ -10,6 +10,7 @@
 //! | 64 | bad configuration or arguments (`EX_USAGE`), naming the key |
 
 mod daemon;
+mod import;
 mod status;
 
 use std::path::Path;
@@ -26,6 +27,7 @@ use crate::state::{State, StateError};
 use crate::sync::{PassError, PassOutcome, PassReport, Site, run_pass};
 
 pub use daemon::{DRAIN_GRACE, run};
+pub use import::import;
 pub use status::{StatusFormat, document, status};
 
 /// Why a command could not run at all (a pass that ran and failed is a [`PassError`]).
@@ -164,24 +166,6 @@ pub async fn once(config: &Config, now: OffsetDateTime) -> Result<ExitCode, Comm
     let mut agent = Agent::open(config, now)?;
     let report = agent.pass(now).await?;
     Ok(print_report(&report))
-}
-
-/// `mast-agent import PATH`: one pass against a repository directory copied by hand (a USB stick, an
-/// air-gap transfer), verified exactly as a mirror is.
-pub async fn import(
-    config: &Config,
-    path: &Path,
-    now: OffsetDateTime,
-) -> Result<ExitCode, CommandError> {
-    if !path.join("metadata").is_dir() {
-        return Err(CommandError::Other(format!(
-            "{}: not a mast repository (no metadata/ directory)",
-            path.display()
-        )));
-    }
-    let mut config = config.clone();
-    config.mirrors = vec![MirrorSpec::Dir(path.to_path_buf())];
-    once(&config, now).await
 }
 
 /// Prints a pass report and returns the exit code it means.
