@@ -109,6 +109,9 @@ pub enum TufCliError {
         #[source]
         source: DownloadError,
     },
+    /// The async runtime could not start.
+    #[error("starting the runtime: {0}")]
+    Runtime(#[source] io::Error),
     /// Local file I/O.
     #[error("{}: {source}", .path.display())]
     Io {
@@ -156,60 +159,46 @@ pub fn main(args: &TufArgs) -> ExitCode {
 
 /// Runs one `tuf` action.
 pub fn run(args: &TufArgs) -> Result<(), TufCliError> {
-    if let TufAction::Init { trusted_root } = &args.action {
-        return init(&args.metadata_dir, trusted_root);
-    }
+    let usage = |what: &str| TufCliError::Usage(what.to_owned());
+    // Options are checked before anything is opened: a bad command line fails without side effects.
+    let target_dir = match &args.action {
+        TufAction::Init { trusted_root } => return init(&args.metadata_dir, trusted_root),
+        TufAction::Refresh => None,
+        TufAction::Download => {
+            if args.target_names.is_empty() {
+                return Err(usage("download needs at least one --target-name"));
+            }
+            if args.target_base_url.is_none() {
+                return Err(usage("download needs --target-base-url"));
+            }
+            let dir = args.target_dir.as_deref();
+            Some(dir.ok_or_else(|| usage("download needs --target-dir"))?)
+        }
+    };
     let metadata_url = args
         .metadata_url
         .as_deref()
-        .ok_or_else(|| TufCliError::Usage("--metadata-url is required".to_owned()))?;
+        .ok_or_else(|| usage("--metadata-url is required"))?;
     let client = tls::http_client(None).map_err(|e| TufCliError::Usage(e.to_string()))?;
     let remote = Remote::new(metadata_url, args.target_base_url.as_deref(), client)
         .map_err(|e| TufCliError::Usage(e.to_string()))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|source| TufCliError::Io {
-            path: PathBuf::from("(tokio runtime)"),
-            source,
-        })?;
+        .map_err(TufCliError::Runtime)?;
     let now = OffsetDateTime::now_utc();
     runtime.block_on(async {
-        match &args.action {
-            TufAction::Refresh => refresh(&args.metadata_dir, &remote, now).await,
-            TufAction::Download => {
-                let target_dir = args
-                    .target_dir
-                    .as_deref()
-                    .ok_or_else(|| TufCliError::Usage("download needs --target-dir".to_owned()))?;
-                if args.target_names.is_empty() {
-                    return Err(TufCliError::Usage(
-                        "download needs at least one --target-name".to_owned(),
-                    ));
-                }
-                if args.target_base_url.is_none() {
-                    return Err(TufCliError::Usage(
-                        "download needs --target-base-url".to_owned(),
-                    ));
-                }
-                for fetched in download(
-                    &args.metadata_dir,
-                    &remote,
-                    &args.target_names,
-                    target_dir,
-                    now,
-                )
-                .await?
-                {
-                    match fetched {
-                        Fetched::Downloaded(path) => println!("downloaded {}", path.display()),
-                        Fetched::Cached(path) => println!("up to date {}", path.display()),
-                    }
-                }
-                Ok(())
+        let Some(target_dir) = target_dir else {
+            return refresh(&args.metadata_dir, &remote, now).await;
+        };
+        let names = &args.target_names;
+        for fetched in download(&args.metadata_dir, &remote, names, target_dir, now).await? {
+            match fetched {
+                Fetched::Downloaded(path) => println!("downloaded {}", path.display()),
+                Fetched::Cached(path) => println!("up to date {}", path.display()),
             }
-            TufAction::Init { .. } => Ok(()),
         }
+        Ok(())
     })
 }
 

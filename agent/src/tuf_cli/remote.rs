@@ -91,9 +91,8 @@ impl Remote {
             .targets_url
             .as_deref()
             .ok_or_else(|| MirrorError::Config("downloading needs --target-base-url".to_owned()))?;
-        let url = base.to_owned();
         let sha256 = signed_sha256(&target.hashes).ok_or_else(|| DownloadError::Mismatch {
-            url: format!("{url}/{name}"),
+            url: format!("{base}/{name}"),
             reason: "the target lists no sha256, which this client requires".to_owned(),
         })?;
         let (dir, basename) = match name.rsplit_once('/') {
@@ -104,7 +103,7 @@ impl Remote {
             TargetNaming::Consistent => format!("{sha256}.{basename}"),
             TargetNaming::Plain => basename.to_owned(),
         };
-        let mut url = url;
+        let mut url = base.to_owned();
         for segment in dir.into_iter().flat_map(|d| d.split('/')) {
             url.push('/');
             url.push_str(&encode_segment(segment));
