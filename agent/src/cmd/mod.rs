@@ -179,9 +179,14 @@ fn print_report(report: &PassReport) -> ExitCode {
         report.mirror
     );
     if report.chunks_fetched + report.chunks_held > 0 {
+        let chunks = |n: usize| if n == 1 { "chunk" } else { "chunks" };
         println!(
-            "fetched {} chunks ({} bytes with the index), reused {} held chunks",
-            report.chunks_fetched, report.bytes_fetched, report.chunks_held
+            "fetched {} {} ({} bytes with the index), reused {} held {}",
+            report.chunks_fetched,
+            chunks(report.chunks_fetched),
+            report.bytes_fetched,
+            report.chunks_held,
+            chunks(report.chunks_held)
         );
     }
     match report.outcome {
