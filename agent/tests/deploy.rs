@@ -261,6 +261,47 @@ fn the_deployment_runs_one_restricted_agent_probed_on_its_listen_port() {
     assert_eq!(binding["subjects"][0]["namespace"], "mast-system");
 }
 
+#[test]
+fn the_cluster_role_grants_what_ssa_prune_and_the_health_gate_need_for_every_kind_of_the_example() {
+    let example =
+        mast_packager::pack::pack_dir(&workspace().join("examples/edge-gateway"), false).unwrap();
+    let objects = objects();
+    let role = &objects
+        .iter()
+        .find(|o| o.id.kind == "ClusterRole" && o.id.name == "mast-agent")
+        .expect("no ClusterRole mast-agent")
+        .value;
+    let rules = role["rules"].as_array().unwrap();
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| a.iter().map(|s| s.as_str().unwrap().to_owned()).collect())
+            .unwrap_or_default()
+    };
+    for object in &example.content.objects {
+        // The resource name of these kinds: lower case, plural (Policy -> policies).
+        let kind = object.kind.to_lowercase();
+        let resource = match kind.strip_suffix('y') {
+            Some(stem) => format!("{stem}ies"),
+            None => format!("{kind}s"),
+        };
+        let mut verbs = BTreeSet::new();
+        for rule in rules {
+            if strings(&rule["apiGroups"]).contains(&object.group)
+                && strings(&rule["resources"]).contains(&resource)
+            {
+                verbs.extend(strings(&rule["verbs"]));
+            }
+        }
+        for verb in ["get", "list", "watch", "create", "patch", "delete"] {
+            assert!(
+                verbs.contains(verb),
+                "rbac.yaml does not grant {verb} on {resource} (group {:?}), which examples/edge-gateway applies",
+                object.group
+            );
+        }
+    }
+}
+
 // --- helpers ---------------------------------------------------------------------------------------------
 
 /// `systemd-analyze`, or a skip (a failure under scripts/test.sh) without it.
