@@ -24,10 +24,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mast_packager::publish::{OutputFormat, PublishArgs, publish};
 use mast_test_support::{FaultProxy, NginxConfig, Registry, free_port};
 use support::{Repo, Site};
-use time::OffsetDateTime;
 
 fn main() {
     let runs: usize = std::env::var("MAST_BENCH_RUNS")
@@ -140,36 +138,12 @@ fn p1_target_vs_curl(runs: usize) {
     );
 }
 
-fn publish_to(repo: &Repo, to: &str) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime
-        .block_on(publish(
-            &PublishArgs {
-                repo: repo.repo.clone(),
-                to: to.parse().unwrap(),
-                presign_cmd: None,
-                ca_file: None,
-                registry_user: None,
-                registry_password: None,
-                jobs: 4,
-                attempts: 3,
-                source: String::new(),
-                output: OutputFormat::Text,
-            },
-            OffsetDateTime::now_utc(),
-        ))
-        .unwrap();
-}
-
 fn p3_oci_vs_skopeo(runs: usize) {
     let repo = big_repo(20);
     repo.release();
     let registry = Registry::start();
     let to = format!("oci+http://127.0.0.1:{}/edge/mast", registry.port());
-    publish_to(&repo, &to);
+    repo.publish(&to);
     let skopeo = std::env::var("MAST_TEST_SKOPEO").unwrap_or_else(|_| "skopeo".to_owned());
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     for _ in 0..runs {

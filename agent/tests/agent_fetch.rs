@@ -9,11 +9,9 @@ use std::fs;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use mast_packager::publish::{OutputFormat, PublishArgs, publish};
 use mast_test_support::fault_proxy::Faults;
 use mast_test_support::{FaultProxy, NginxConfig, Registry};
 use support::{Repo, Site, applied_files, text};
-use time::OffsetDateTime;
 
 /// Chunks the site's database holds, read while the agent may be writing (WAL lets a reader in).
 fn chunks_held(site: &Site) -> i64 {
@@ -112,27 +110,7 @@ fn a_release_published_to_an_oci_registry_is_fetched_from_it_alone() {
     repo.release();
     let registry = Registry::start();
     let to = format!("oci+http://127.0.0.1:{}/edge/mast", registry.port());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime
-        .block_on(publish(
-            &PublishArgs {
-                repo: repo.repo.clone(),
-                to: to.parse().unwrap(),
-                presign_cmd: None,
-                ca_file: None,
-                registry_user: None,
-                registry_password: None,
-                jobs: 4,
-                attempts: 3,
-                source: String::new(),
-                output: OutputFormat::Text,
-            },
-            OffsetDateTime::now_utc(),
-        ))
-        .unwrap();
+    repo.publish(&to);
 
     let site = Site::new();
     let out = site.run(&repo, &[&to], &["once"]);
@@ -143,23 +121,7 @@ fn a_release_published_to_an_oci_registry_is_fetched_from_it_alone() {
     // A one-file change published to the registry: the second pass reuses what it holds.
     repo.edit(10, 1);
     repo.release();
-    runtime
-        .block_on(publish(
-            &PublishArgs {
-                repo: repo.repo.clone(),
-                to: to.parse().unwrap(),
-                presign_cmd: None,
-                ca_file: None,
-                registry_user: None,
-                registry_password: None,
-                jobs: 4,
-                attempts: 3,
-                source: String::new(),
-                output: OutputFormat::Text,
-            },
-            OffsetDateTime::now_utc(),
-        ))
-        .unwrap();
+    repo.publish(&to);
     let out = site.run(&repo, &[&to], &["once"]);
     assert!(out.status.success(), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -9,6 +9,7 @@ use std::process::{Command, Output};
 
 use mast_packager::init::{InitArgs, init};
 use mast_packager::keys::generate;
+use mast_packager::publish::{OutputFormat, PublishArgs, publish};
 use mast_packager::release::{ReleaseArgs, ReleaseReport, release};
 use mast_packager::signers::OnlineKeyPaths;
 use mast_protocol::release::AgentVersion;
@@ -92,6 +93,31 @@ impl Repo {
             OffsetDateTime::now_utc(),
         )
         .unwrap()
+    }
+
+    /// Publishes the repository to `to` (`oci+http://…`, `dir:…`) with the packager's own code.
+    pub(crate) fn publish(&self, to: &str) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime
+            .block_on(publish(
+                &PublishArgs {
+                    repo: self.repo.clone(),
+                    to: to.parse().unwrap(),
+                    presign_cmd: None,
+                    ca_file: None,
+                    registry_user: None,
+                    registry_password: None,
+                    jobs: 4,
+                    attempts: 3,
+                    source: String::new(),
+                    output: OutputFormat::Text,
+                },
+                OffsetDateTime::now_utc(),
+            ))
+            .unwrap();
     }
 
     /// Changes manifest `i` (a new revision of its content).
