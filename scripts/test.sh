@@ -114,7 +114,7 @@ EOF
 # Sums "N passed / N failed / N skipped|ignored" over the runners' own closing lines.
 count() {
     local word="$1" file="$2"
-    { grep -hoE "[0-9]+ $word" "$file" || true; } | awk '{ n += $1 } END { print n + 0 }'
+    { grep -ahoE "[0-9]+ $word" "$file" || true; } | awk '{ n += $1 } END { print n + 0 }'
 }
 
 run_suite() {
@@ -137,11 +137,11 @@ run_suite() {
             cargo nextest run "${scope[@]}" --no-fail-fast \
                 --tool-config-file "mast-test:$ROOT/scripts/nextest.toml" "$@" 2>&1 | tee "$tests_log" ||
                 status=1
-            { grep -E '^ *Summary \[' "$tests_log" || true; } | tail -n 1 | sed 's/ skipped/ ignored/' >>"$counts"
+            { grep -aE '^ *Summary \[' "$tests_log" || true; } | tail -n 1 | sed 's/ skipped/ ignored/' >>"$counts"
             ;;
         cargo)
             cargo test "${scope[@]}" --no-fail-fast "$@" 2>&1 | tee "$tests_log" || status=1
-            { grep -E '^test result:' "$tests_log" || true; } >>"$counts"
+            { grep -aE '^test result:' "$tests_log" || true; } >>"$counts"
             ;;
         *) die "MAST_TEST_RUNNER must be nextest or cargo, not '$runner'" ;;
     esac
@@ -149,7 +149,7 @@ run_suite() {
     if [ "$#" -eq 0 ]; then
         log "running doc tests (log: ${doc_log#"$ROOT"/})"
         cargo test --workspace --doc --no-fail-fast 2>&1 | tee "$doc_log" || status=1
-        { grep -E '^test result:' "$doc_log" || true; } >>"$counts"
+        { grep -aE '^test result:' "$doc_log" || true; } >>"$counts"
     fi
 
     local passed failed ignored
