@@ -6,12 +6,15 @@
 //! the directory fsynced: a crash leaves the old file or the new one, never a torn one. That is what
 //! [`TrustStore`] asks ("durable when it returns").
 
+use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use mast_mirror::client::TrustStore;
-use mast_protocol::tuf::{Persisted, RoleName, StoreOp, TrustedMetadata, TufError};
+use mast_protocol::tuf::{
+    Persisted, RoleName, Signed, StoreOp, Targets, TrustedMetadata, TufError,
+};
 
 use super::TufCliError;
 
@@ -84,15 +87,15 @@ impl FileStore {
         Ok(trusted)
     }
 
-    /// Loads the delegated roles reachable from trusted targets, breadth first, each role once.
+    /// Loads the delegated roles reachable from trusted targets, each role once.
     fn load_delegated(&self, trusted: &mut TrustedMetadata) -> Result<(), TufCliError> {
-        let children = |doc: Option<&mast_protocol::tuf::Signed<mast_protocol::tuf::Targets>>| {
+        let children = |doc: Option<&Signed<Targets>>| {
             doc.and_then(|d| d.signed.delegations.as_ref())
                 .map(|d| d.roles.iter().map(|r| r.name.clone()).collect::<Vec<_>>())
                 .unwrap_or_default()
         };
         let mut queue = children(trusted.targets());
-        let mut seen = std::collections::BTreeSet::new();
+        let mut seen = BTreeSet::new();
         while let Some(name) = queue.pop() {
             if !seen.insert(name.clone()) {
                 continue;
@@ -105,7 +108,8 @@ impl FileStore {
                 Err(source) => return Err(TufCliError::Io { path, source }),
             };
             if let Err(e) = trusted.add_persisted_delegated(&name, &bytes) {
-                tracing::warn!(role = %name, error = %e, "trusted delegated role does not parse; ignoring it");
+                tracing::warn!(role = %name, error = %e,
+                    "trusted delegated role does not parse; ignoring it");
                 continue;
             }
             queue.extend(children(trusted.delegated(&name)));
