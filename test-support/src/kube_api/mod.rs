@@ -23,6 +23,9 @@
 //!     .unwrap();
 //! ```
 
+mod fields;
+mod kinds;
+mod selector;
 mod serve;
 mod store;
 

@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
 
+use super::fields::{dotted, field_set, fields_v1, remove_pointer, set_pointer};
+use super::kinds::{builtin, check_crd, simulate};
+use super::selector::Selector;
+
 /// A resource type the server serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Resource {
@@ -24,7 +28,7 @@ pub(crate) struct Resource {
 }
 
 impl Resource {
-    fn new(gv: &str, kind: &str, plural: &str, namespaced: bool, status: bool) -> Self {
+    pub(super) fn new(gv: &str, kind: &str, plural: &str, namespaced: bool, status: bool) -> Self {
         let (group, version) = gv.split_once('/').unwrap_or(("", gv));
         Self {
             group: group.to_owned(),
@@ -126,75 +130,6 @@ pub(crate) struct Store {
     pub(crate) controllers: bool,
     /// `(kind, namespace, name)` of objects whose status the simulated controllers leave alone.
     pub(crate) stalled: BTreeSet<(String, String, String)>,
-}
-
-/// The resource types of a fresh server.
-fn builtin() -> Vec<Resource> {
-    let r = Resource::new;
-    vec![
-        r("v1", "Namespace", "namespaces", false, true),
-        r("v1", "ConfigMap", "configmaps", true, false),
-        r("v1", "Secret", "secrets", true, false),
-        r("v1", "Service", "services", true, true),
-        r("v1", "ServiceAccount", "serviceaccounts", true, false),
-        r(
-            "v1",
-            "PersistentVolumeClaim",
-            "persistentvolumeclaims",
-            true,
-            true,
-        ),
-        r("v1", "Pod", "pods", true, true),
-        r("apps/v1", "Deployment", "deployments", true, true),
-        r("apps/v1", "StatefulSet", "statefulsets", true, true),
-        r("apps/v1", "DaemonSet", "daemonsets", true, true),
-        r("batch/v1", "Job", "jobs", true, true),
-        r("batch/v1", "CronJob", "cronjobs", true, true),
-        r("networking.k8s.io/v1", "Ingress", "ingresses", true, true),
-        r(
-            "networking.k8s.io/v1",
-            "NetworkPolicy",
-            "networkpolicies",
-            true,
-            false,
-        ),
-        r("rbac.authorization.k8s.io/v1", "Role", "roles", true, false),
-        r(
-            "rbac.authorization.k8s.io/v1",
-            "RoleBinding",
-            "rolebindings",
-            true,
-            false,
-        ),
-        r(
-            "rbac.authorization.k8s.io/v1",
-            "ClusterRole",
-            "clusterroles",
-            false,
-            false,
-        ),
-        r(
-            "rbac.authorization.k8s.io/v1",
-            "ClusterRoleBinding",
-            "clusterrolebindings",
-            false,
-            false,
-        ),
-        r(
-            "policy/v1",
-            "PodDisruptionBudget",
-            "poddisruptionbudgets",
-            true,
-            true,
-        ),
-        r(
-            "apiextensions.k8s.io/v1",
-            "CustomResourceDefinition",
-            "customresourcedefinitions",
-            false,
-            true,
-        ),
-    ]
 }
 
 impl Store {
@@ -694,67 +629,6 @@ impl Store {
     }
 }
 
-/// What the simulated controllers write: a finished rollout for the current generation, a complete Job,
-/// a bound claim.
-fn simulate(kind: &str, object: &mut Value) {
-    let generation = object
-        .pointer("/metadata/generation")
-        .cloned()
-        .unwrap_or(json!(1));
-    let replicas = object
-        .pointer("/spec/replicas")
-        .cloned()
-        .unwrap_or(json!(1));
-    let status = match kind {
-        "Deployment" | "StatefulSet" => json!({
-            "observedGeneration": generation, "replicas": replicas, "updatedReplicas": replicas,
-            "readyReplicas": replicas, "availableReplicas": replicas,
-        }),
-        "DaemonSet" => json!({
-            "observedGeneration": generation, "desiredNumberScheduled": 1, "currentNumberScheduled": 1,
-            "updatedNumberScheduled": 1, "numberReady": 1, "numberAvailable": 1,
-        }),
-        "Job" => json!({"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}),
-        "PersistentVolumeClaim" => json!({"phase": "Bound"}),
-        _ => return,
-    };
-    set_pointer(object, "/status", status);
-}
-
-/// The little of a CRD the server reads must be there, as a real server's validation would demand.
-fn check_crd(object: &Value) -> Result<(), ApiFailure> {
-    let missing = [
-        "/spec/group",
-        "/spec/names/plural",
-        "/spec/names/kind",
-        "/spec/scope",
-    ]
-    .into_iter()
-    .find(|p| {
-        object
-            .pointer(p)
-            .and_then(Value::as_str)
-            .is_none_or(str::is_empty)
-    });
-    let versions = object
-        .pointer("/spec/versions")
-        .and_then(Value::as_array)
-        .is_some_and(|v| !v.is_empty());
-    match (missing, versions) {
-        (None, true) => Ok(()),
-        (Some(p), _) => Err(ApiFailure::new(
-            422,
-            "Invalid",
-            format!("CustomResourceDefinition: {p}: Required value"),
-        )),
-        (None, false) => Err(ApiFailure::new(
-            422,
-            "Invalid",
-            "CustomResourceDefinition: /spec/versions: must have at least one version",
-        )),
-    }
-}
-
 fn check_identity(object: &Value, resource: &Resource, name: &str) -> Result<(), ApiFailure> {
     let bad = |m: String| Err(ApiFailure::new(400, "BadRequest", m));
     if let Some(kind) = object.get("kind").and_then(Value::as_str)
@@ -819,162 +693,4 @@ fn render(stored: &Stored, resource: &Resource) -> Value {
         .collect();
     metadata(&mut object).insert("managedFields".into(), Value::Array(managed));
     object
-}
-
-/// The fields of `object` that a write through `target` may own.
-fn field_set(object: &Value, resource: &Resource, target: Target) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    let Some(map) = object.as_object() else {
-        return out;
-    };
-    for (key, value) in map {
-        let path = format!("/{}", escape(key));
-        match (key.as_str(), target) {
-            ("apiVersion" | "kind", _) => {}
-            ("status", Target::Status) => leaves(value, path, &mut out),
-            ("status", Target::Main) if !resource.status => leaves(value, path, &mut out),
-            ("status", Target::Main) | (_, Target::Status) => {}
-            ("metadata", Target::Main) => {
-                for part in ["labels", "annotations"] {
-                    if let Some(v) = value.get(part) {
-                        leaves(v, format!("/metadata/{part}"), &mut out);
-                    }
-                }
-            }
-            (_, Target::Main) => leaves(value, path, &mut out),
-        }
-    }
-    out
-}
-
-fn leaves(value: &Value, path: String, out: &mut BTreeSet<String>) {
-    match value {
-        Value::Object(map) if !map.is_empty() => {
-            for (k, v) in map {
-                leaves(v, format!("{path}/{}", escape(k)), out);
-            }
-        }
-        _ => {
-            out.insert(path);
-        }
-    }
-}
-
-fn escape(key: &str) -> String {
-    key.replace('~', "~0").replace('/', "~1")
-}
-
-fn unescape(part: &str) -> String {
-    part.replace("~1", "/").replace("~0", "~")
-}
-
-/// `/spec/replicas` as a real server names it in a conflict: `.spec.replicas`.
-fn dotted(pointer: &str) -> String {
-    pointer
-        .split('/')
-        .skip(1)
-        .map(unescape)
-        .fold(String::new(), |acc, p| format!("{acc}.{p}"))
-}
-
-fn set_pointer(object: &mut Value, pointer: &str, value: Value) {
-    let parts: Vec<String> = pointer.split('/').skip(1).map(unescape).collect();
-    let mut at = object;
-    for (i, part) in parts.iter().enumerate() {
-        if !at.is_object() {
-            *at = json!({});
-        }
-        let Value::Object(map) = at else { return };
-        if i + 1 == parts.len() {
-            map.insert(part.clone(), value);
-            return;
-        }
-        at = map.entry(part.clone()).or_insert_with(|| json!({}));
-    }
-}
-
-/// Removes the field and any mapping it leaves empty (but never `metadata` itself).
-fn remove_pointer(object: &mut Value, pointer: &str) {
-    let Some((parent, last)) = pointer.rsplit_once('/') else {
-        return;
-    };
-    let removed = object
-        .pointer_mut(if parent.is_empty() { "" } else { parent })
-        .and_then(Value::as_object_mut)
-        .map(|map| map.remove(&unescape(last)));
-    if removed.is_some()
-        && !parent.is_empty()
-        && parent != "/metadata"
-        && object
-            .pointer(parent)
-            .and_then(Value::as_object)
-            .is_some_and(Map::is_empty)
-    {
-        remove_pointer(object, parent);
-    }
-}
-
-/// `fieldsV1` of a field set: `{"f:spec": {"f:replicas": {}}}`.
-fn fields_v1(fields: &BTreeSet<String>) -> Value {
-    let mut root = json!({});
-    for field in fields {
-        let pointer: String = field
-            .split('/')
-            .skip(1)
-            .map(|p| format!("/f:{p}"))
-            .collect();
-        set_pointer(&mut root, &pointer, json!({}));
-    }
-    root
-}
-
-/// A label selector: `a=b`, `a==b`, `a!=b`, `a`, `!a`, joined by commas.
-struct Selector(Vec<(String, Op)>);
-
-enum Op {
-    Eq(String),
-    Ne(String),
-    Exists,
-    Absent,
-}
-
-impl Selector {
-    fn parse(text: &str) -> Result<Self, ApiFailure> {
-        let mut terms = Vec::new();
-        for term in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-            if term.contains(" in ") || term.contains(" notin ") || term.contains('(') {
-                return Err(ApiFailure::new(
-                    400,
-                    "BadRequest",
-                    format!(
-                        "label selector {term:?}: set-based terms are not supported by the test API server"
-                    ),
-                ));
-            }
-            let parsed = if let Some((k, v)) = term.split_once("!=") {
-                (k.to_owned(), Op::Ne(v.to_owned()))
-            } else if let Some((k, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
-                (k.to_owned(), Op::Eq(v.to_owned()))
-            } else if let Some(k) = term.strip_prefix('!') {
-                (k.to_owned(), Op::Absent)
-            } else {
-                (term.to_owned(), Op::Exists)
-            };
-            terms.push(parsed);
-        }
-        Ok(Self(terms))
-    }
-
-    fn matches(&self, object: &Value) -> bool {
-        let labels = object.pointer("/metadata/labels");
-        self.0.iter().all(|(key, op)| {
-            let value = labels.and_then(|l| l.get(key)).and_then(Value::as_str);
-            match op {
-                Op::Eq(v) => value == Some(v.as_str()),
-                Op::Ne(v) => value != Some(v.as_str()),
-                Op::Exists => value.is_some(),
-                Op::Absent => value.is_none(),
-            }
-        })
-    }
 }
