@@ -231,6 +231,7 @@ impl Harness {
             proxy.resume_listening();
         }
         // Time to converge counts from the link coming back.
+        progress(&phase, "origins listening again");
         let back = Arc::new(self.goal_for(&running.goal(), Instant::now()));
         running.set_goal(Arc::clone(&back));
         self.last = Some(back);
@@ -318,8 +319,17 @@ impl Harness {
             .wait_converged(part, self.options.timeout() / 2)
             .await;
         let midway = running.goal().converged.load(Ordering::Relaxed);
+        progress(
+            &phase,
+            &format!("{midway} sites have the release; rotating the root key"),
+        );
         let root = self.origin.rotate_root().await?;
+        progress(&phase, &format!("root version {root} published"));
         let next = self.publish().await?;
+        progress(
+            &phase,
+            &format!("release {} published under root {root}", next.release),
+        );
         running.set_goal(Arc::clone(&next));
         let done = running
             .wait_converged(self.options.sites, self.options.timeout())
@@ -566,6 +576,15 @@ impl Phase {
             notes: Vec::new(),
         }
     }
+}
+
+/// A line on stderr with the scenario's clock, for a long run's log.
+fn progress(phase: &Phase, message: &str) {
+    eprintln!(
+        "mast-soak: [{} {:>6.1} s] {message}",
+        phase.name,
+        phase.started.elapsed().as_secs_f64()
+    );
 }
 
 /// The fault mix of the rollout: resets, truncations, stalls and throttling mostly, a few corrupted
