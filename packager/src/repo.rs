@@ -538,3 +538,46 @@ pub(crate) fn write(path: &Path, bytes: &[u8]) -> Result<(), RepoError> {
         source,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blobs_are_written_once_across_batches_and_conflicts_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = RepoDir::new(dir.path());
+        let names: Vec<String> = (0..600).map(|i| format!("chunks/{i:064x}")).collect();
+        let datas: Vec<Vec<u8>> = (0..600).map(|i| vec![i as u8; 1 + i % 7]).collect();
+        let blobs = || {
+            names
+                .iter()
+                .zip(&datas)
+                .map(|(n, d)| (n.as_str(), d.as_slice()))
+                .chain([("targets/a/b.json", b"{}".as_slice())])
+        };
+        let written = repo.write_blobs(blobs()).unwrap();
+        assert_eq!(written.len(), 601);
+        for (name, data) in names.iter().zip(&datas) {
+            assert_eq!(&std::fs::read(dir.path().join(name)).unwrap(), data);
+        }
+        // Nothing is written twice, and no temporary file is left behind.
+        assert!(repo.write_blobs(blobs()).unwrap().is_empty());
+        let leftovers = std::fs::read_dir(dir.path().join("chunks"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with('.')
+            })
+            .count();
+        assert_eq!(leftovers, 0);
+        // A file under a blob's name with another length is not silently trusted.
+        let err = repo
+            .write_blobs([("targets/a/b.json", b"{\"x\":1}".as_slice())])
+            .unwrap_err();
+        assert!(matches!(err, RepoError::Conflict(_)), "{err}");
+    }
+}
