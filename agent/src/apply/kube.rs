@@ -36,6 +36,11 @@ use tokio::time::Instant;
 
 use super::dir::check_guard;
 use super::{Applier, ApplyError, ApplyFuture, ApplyReport, ApplyRequest, DriftFinding, Health};
+use fields::{desired_fields, differences, ignored, owned_by_another, remove_pointer};
+use health::{Verdict, condition, verdict};
+
+mod fields;
+mod health;
 
 /// The field manager of every apply.
 pub const FIELD_MANAGER: &str = "mast";
@@ -75,14 +80,6 @@ struct Manifest {
     api_version: String,
     file: String,
     value: Value,
-}
-
-/// An object's health at one look.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Verdict {
-    Ready,
-    Pending(String),
-    Failed(String),
 }
 
 impl KubeApplier {
@@ -680,215 +677,8 @@ fn reason(e: &kube::Error) -> String {
     }
 }
 
-/// The value of condition `kind` in `status.conditions`: `Some(true)` for `True`.
-fn condition(object: &Value, kind: &str) -> Option<bool> {
-    object
-        .pointer("/status/conditions")?
-        .as_array()?
-        .iter()
-        .find(|c| c.get("type").and_then(Value::as_str) == Some(kind))
-        .map(|c| c.get("status").and_then(Value::as_str) == Some("True"))
-}
-
-fn int(object: &Value, pointer: &str) -> Option<i64> {
-    object.pointer(pointer).and_then(Value::as_i64)
-}
-
-/// Whether a live object is healthy, for its kind: the rollout of a workload for its current generation,
-/// a Job's completion, a claim's binding, else a `Ready` condition when it has one.
-fn verdict(group: &str, kind: &str, live: &Value) -> Verdict {
-    let generation = int(live, "/metadata/generation").unwrap_or(0);
-    let observed = int(live, "/status/observedGeneration").unwrap_or(-1);
-    let count = |p: &str| int(live, p).unwrap_or(0);
-    let pending = |why: String| Verdict::Pending(why);
-    match (group, kind) {
-        ("apps", "Deployment" | "StatefulSet") => {
-            if condition_reason(live, "Progressing") == Some("ProgressDeadlineExceeded") {
-                return Verdict::Failed("progress deadline exceeded".to_owned());
-            }
-            if observed < generation {
-                return pending(format!(
-                    "generation {generation} not yet observed (observed {observed})"
-                ));
-            }
-            let desired = int(live, "/spec/replicas").unwrap_or(1);
-            let updated = count("/status/updatedReplicas");
-            let ready = count("/status/readyReplicas");
-            let total = int(live, "/status/replicas").unwrap_or(updated);
-            // A StatefulSet reports no availableReplicas before 1.22; readiness stands in for it.
-            let available = int(live, "/status/availableReplicas").unwrap_or(ready);
-            if updated < desired {
-                pending(format!("{updated}/{desired} replicas updated"))
-            } else if total > updated {
-                pending(format!(
-                    "{} old replicas pending termination",
-                    total - updated
-                ))
-            } else if ready < desired {
-                pending(format!("{ready}/{desired} replicas ready"))
-            } else if available < desired {
-                pending(format!("{available}/{desired} replicas available"))
-            } else {
-                Verdict::Ready
-            }
-        }
-        ("apps", "DaemonSet") => {
-            if observed < generation {
-                return pending(format!(
-                    "generation {generation} not yet observed (observed {observed})"
-                ));
-            }
-            let desired = count("/status/desiredNumberScheduled");
-            let updated = count("/status/updatedNumberScheduled");
-            let available = count("/status/numberAvailable");
-            if updated < desired {
-                pending(format!("{updated}/{desired} pods updated"))
-            } else if available < desired {
-                pending(format!("{available}/{desired} pods available"))
-            } else {
-                Verdict::Ready
-            }
-        }
-        ("batch", "Job") => {
-            if condition(live, "Failed") == Some(true) {
-                Verdict::Failed(format!(
-                    "job failed: {}",
-                    condition_reason(live, "Failed").unwrap_or("no reason given")
-                ))
-            } else if condition(live, "Complete") == Some(true) {
-                Verdict::Ready
-            } else {
-                pending("job not complete".to_owned())
-            }
-        }
-        ("", "PersistentVolumeClaim") => {
-            match live.pointer("/status/phase").and_then(Value::as_str) {
-                Some("Bound") => Verdict::Ready,
-                Some("Lost") => Verdict::Failed("claim lost its volume".to_owned()),
-                phase => pending(format!("claim {}", phase.unwrap_or("not yet bound"))),
-            }
-        }
-        _ => match condition(live, "Ready") {
-            Some(false) => pending("condition Ready is not True".to_owned()),
-            Some(true) | None => Verdict::Ready,
-        },
-    }
-}
-
-fn condition_reason<'a>(object: &'a Value, kind: &str) -> Option<&'a str> {
-    object
-        .pointer("/status/conditions")?
-        .as_array()?
-        .iter()
-        .find(|c| c.get("type").and_then(Value::as_str) == Some(kind))?
-        .get("reason")
-        .and_then(Value::as_str)
-}
-
-/// What mast manages of an object, for drift: the manifest without its identity, server-set metadata,
-/// status, and the bundle's ignored fields for its kind.
-fn desired_fields(m: &Manifest, options: &BundleOptions) -> Value {
-    let mut desired = m.value.clone();
-    if let Some(map) = desired.as_object_mut() {
-        map.remove("apiVersion");
-        map.remove("kind");
-        map.remove("status");
-        if let Some(Value::Object(meta)) = map.get_mut("metadata") {
-            meta.retain(|k, _| k == "labels" || k == "annotations");
-        }
-    }
-    for path in ignored(m, options) {
-        remove_pointer(&mut desired, path);
-    }
-    desired
-}
-
-/// The bundle's ignored fields for `m`'s kind.
-fn ignored<'a>(m: &'a Manifest, options: &'a BundleOptions) -> impl Iterator<Item = &'a str> {
-    options
-        .ignore
-        .iter()
-        .filter(|i| i.group == m.id.group && i.kind == m.id.kind)
-        .flat_map(|i| i.paths.iter().map(String::as_str))
-}
-
-/// Whether a field manager other than mast owns the field at `pointer` of `live`, by its
-/// `managedFields` (a pointer into a list never matches: lists are keyed there, not indexed).
-fn owned_by_another(live: &Value, pointer: &str) -> bool {
-    let keys: Vec<String> = pointer
-        .split('/')
-        .skip(1)
-        .map(|p| format!("f:{}", p.replace("~1", "/").replace("~0", "~")))
-        .collect();
-    let Some(entries) = live
-        .pointer("/metadata/managedFields")
-        .and_then(Value::as_array)
-    else {
-        return false;
-    };
-    entries
-        .iter()
-        .filter(|e| e.get("manager").and_then(Value::as_str) != Some(FIELD_MANAGER))
-        .any(|e| {
-            let mut at = e.get("fieldsV1");
-            for key in &keys {
-                at = at.and_then(|a| a.get(key));
-            }
-            at.is_some()
-        })
-}
-
-fn remove_pointer(value: &mut Value, pointer: &str) {
-    let Some((parent, last)) = pointer.rsplit_once('/') else {
-        return;
-    };
-    let last = last.replace("~1", "/").replace("~0", "~");
-    match value.pointer_mut(parent) {
-        Some(Value::Object(map)) => {
-            map.remove(&last);
-        }
-        Some(Value::Array(items)) => {
-            if let Ok(i) = last.parse::<usize>()
-                && i < items.len()
-            {
-                // Null rather than remove: the other indices keep their meaning.
-                items[i] = Value::Null;
-            }
-        }
-        _ => {}
-    }
-}
-
-/// JSON pointers where `live` differs from `desired`, reading `desired` as a subset: keys the server
-/// added (defaults, other managers' fields) are not drift, a list must have the same length.
-fn differences(desired: &Value, live: &Value, at: String, out: &mut Vec<String>) {
-    match (desired, live) {
-        (Value::Null, _) => {}
-        (Value::Object(want), Value::Object(have)) => {
-            for (key, value) in want {
-                let path = format!("{at}/{}", key.replace('~', "~0").replace('/', "~1"));
-                match have.get(key) {
-                    Some(live) => differences(value, live, path, out),
-                    None if value.is_null() => {}
-                    None => out.push(path),
-                }
-            }
-        }
-        (Value::Array(want), Value::Array(have)) if want.len() == have.len() => {
-            for (i, (w, h)) in want.iter().zip(have).enumerate() {
-                differences(w, h, format!("{at}/{i}"), out);
-            }
-        }
-        (Value::Number(a), Value::Number(b)) if a.as_f64() == b.as_f64() => {}
-        (want, have) if want == have => {}
-        _ => out.push(if at.is_empty() { "/".to_owned() } else { at }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
 
     #[test]
@@ -908,95 +698,5 @@ mod tests {
         assert_eq!((ns.group.as_str(), ns.namespace.as_deref()), ("", None));
         assert_eq!(describe_key(&ns), "v1 Namespace edge");
         assert!(parse_key("a.yaml").is_none());
-    }
-
-    #[test]
-    fn workload_health_follows_the_observed_generation() {
-        let deployment = |status: Value| json!({"metadata": {"generation": 2}, "spec": {"replicas": 3}, "status": status});
-        let cases = [
-            (
-                json!({"observedGeneration": 1, "updatedReplicas": 3, "readyReplicas": 3, "availableReplicas": 3}),
-                Verdict::Pending("generation 2 not yet observed (observed 1)".into()),
-            ),
-            (
-                json!({"observedGeneration": 2, "updatedReplicas": 1, "readyReplicas": 3}),
-                Verdict::Pending("1/3 replicas updated".into()),
-            ),
-            (
-                json!({"observedGeneration": 2, "replicas": 4, "updatedReplicas": 3, "readyReplicas": 3}),
-                Verdict::Pending("1 old replicas pending termination".into()),
-            ),
-            (
-                json!({"observedGeneration": 2, "updatedReplicas": 3, "readyReplicas": 3, "availableReplicas": 2}),
-                Verdict::Pending("2/3 replicas available".into()),
-            ),
-            (
-                json!({"observedGeneration": 2, "replicas": 3, "updatedReplicas": 3, "readyReplicas": 3, "availableReplicas": 3}),
-                Verdict::Ready,
-            ),
-            (
-                json!({"conditions": [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}]}),
-                Verdict::Failed("progress deadline exceeded".into()),
-            ),
-        ];
-        for (status, want) in cases {
-            assert_eq!(
-                verdict("apps", "Deployment", &deployment(status.clone())),
-                want,
-                "{status}"
-            );
-        }
-        let job = |c: &str| json!({"status": {"conditions": [{"type": c, "status": "True", "reason": "BackoffLimitExceeded"}]}});
-        assert_eq!(verdict("batch", "Job", &job("Complete")), Verdict::Ready);
-        assert!(matches!(
-            verdict("batch", "Job", &job("Failed")),
-            Verdict::Failed(_)
-        ));
-        assert_eq!(
-            verdict(
-                "",
-                "PersistentVolumeClaim",
-                &json!({"status": {"phase": "Bound"}})
-            ),
-            Verdict::Ready
-        );
-        assert!(matches!(
-            verdict("", "PersistentVolumeClaim", &json!({})),
-            Verdict::Pending(_)
-        ));
-        let ready = |s: &str| json!({"status": {"conditions": [{"type": "Ready", "status": s}]}});
-        assert_eq!(
-            verdict("example.com", "Widget", &ready("True")),
-            Verdict::Ready
-        );
-        assert!(matches!(
-            verdict("example.com", "Widget", &ready("False")),
-            Verdict::Pending(_)
-        ));
-        assert_eq!(verdict("", "ConfigMap", &json!({})), Verdict::Ready);
-    }
-
-    #[test]
-    fn drift_reads_the_manifest_as_a_subset_of_the_live_object() {
-        let desired = json!({"spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "a", "image": "x:1"}]}}}, "metadata": {"labels": {"app": "a"}}});
-        let live = json!({
-            "metadata": {"labels": {"app": "a"}, "uid": "u"},
-            "spec": {"replicas": 5, "strategy": {}, "template": {"spec": {"containers": [{"name": "a", "image": "x:2", "imagePullPolicy": "IfNotPresent"}]}}},
-        });
-        let mut out = Vec::new();
-        differences(&desired, &live, String::new(), &mut out);
-        assert_eq!(
-            out,
-            [
-                "/metadata/labels/app",
-                "/spec/replicas",
-                "/spec/template/spec/containers/0/image"
-            ][1..]
-        );
-        let mut gone = desired.clone();
-        remove_pointer(&mut gone, "/spec/replicas");
-        let mut out = Vec::new();
-        differences(&gone, &live, String::new(), &mut out);
-        assert_eq!(out, ["/spec/template/spec/containers/0/image"]);
     }
 }
