@@ -57,6 +57,8 @@ pub(crate) struct SiteStats {
     pub(crate) bad_detail: Option<String>,
     /// The last pass error.
     pub(crate) last_error: Option<String>,
+    /// How the last successful pass ended, and from which mirror.
+    pub(crate) last_outcome: Option<String>,
 }
 
 /// One simulated site.
@@ -237,6 +239,11 @@ impl SimSite {
         .await?;
         drop(state);
         self.stats.bytes += report.bytes_fetched;
+        self.stats.last_outcome = Some(format!(
+            "{} (metadata from {})",
+            mast_agent::cmd::describe(&report.outcome),
+            report.mirror
+        ));
         if !report.skipped.is_empty() {
             self.stats.detected += 1;
             if matches!(self.kind, SiteKind::LiarFirst(_)) {

@@ -102,6 +102,14 @@ impl Origin {
         let views = dir.path().join("views");
         fs::create_dir(&views)?;
         copy_dir(&repo, &dir.path().join("stale"))?;
+        // nginx's validators are the file's mtime (in seconds) and size, and a timestamp.json written in
+        // the same second with the same size as a later honest one would then revalidate as "not
+        // modified": a freeze, which TUF can only catch at expiry, not the rollback this view is meant to
+        // be. An mtime far in the past keeps the stale file's validators its own.
+        fs::File::options()
+            .write(true)
+            .open(dir.path().join("stale/metadata/timestamp.json"))?
+            .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000))?;
         for view in ["stale", "tampered"] {
             point(&views.join(view), &repo)?;
         }

@@ -53,17 +53,18 @@ impl Harness {
         let (oci, liars) = (share(options.oci_share), share(options.liar_share));
         let mut sites = Vec::with_capacity(options.sites);
         for index in 0..options.sites {
-            // Spread the kinds over the index range, so each is in every part of the start-up spread.
-            let kind = match index % 10 {
-                _ if index < oci * 10 && index % 10 == 0 && index / 10 < oci => SiteKind::Oci,
-                _ if index % 10 == 5 && index / 10 < liars => {
-                    if (index / 10) % 2 == 0 {
-                        SiteKind::LiarFirst(Lie::Stale)
-                    } else {
-                        SiteKind::LiarFirst(Lie::Tampered)
-                    }
+            // Spread each kind evenly over the index range, so it is in every part of the start-up spread.
+            let kind = if spread(index, oci, options.sites) {
+                SiteKind::Oci
+            } else if spread((index + 5) % options.sites, liars, options.sites) {
+                // Every other liar-first site gets the other lie.
+                if ((index + 5) % options.sites * liars / options.sites).is_multiple_of(2) {
+                    SiteKind::LiarFirst(Lie::Stale)
+                } else {
+                    SiteKind::LiarFirst(Lie::Tampered)
                 }
-                _ => SiteKind::Http,
+            } else {
+                SiteKind::Http
             };
             sites.push(SimSite::new(
                 index,
@@ -220,13 +221,14 @@ impl Harness {
     async fn outage(&mut self) -> Result<ScenarioReport> {
         let proxies = self.proxies();
         let phase = Phase::begin(self, "outage");
+        let passes_before = self.settings.passes.load(Ordering::Relaxed);
         for proxy in &proxies {
             proxy.stop_listening();
         }
         let goal = self.publish().await?;
         let running = Running::start(std::mem::take(&mut self.sites), goal, &self.settings);
         tokio::time::sleep(self.options.outage).await;
-        let down_passes = self.settings.passes.load(Ordering::Relaxed);
+        let down_passes = self.settings.passes.load(Ordering::Relaxed) - passes_before;
         for proxy in &proxies {
             proxy.resume_listening();
         }
@@ -251,7 +253,7 @@ impl Harness {
             .unwrap_or(0);
         let steady = self.options.sites as f64 / self.settings.policy.interval().as_secs_f64();
         report.notes.push(format!(
-            "origin down {:.0} s ({} passes tried meanwhile, {during} connections reached the proxies); \
+            "origin down {:.0} s ({} passes failed meanwhile, {during} connections reached the proxies); \
              peak after recovery {after_peak} req/s against a steady idle rate of about {:.0} polls/s",
             self.options.outage.as_secs_f64(),
             down_passes,
@@ -478,11 +480,14 @@ impl Harness {
                 converged += 1;
             } else if self.report.failures.len() < 20 {
                 self.report.failures.push(format!(
-                    "site {} ({:?}) does not hold release {}: {} files; last error: {}",
+                    "site {} ({:?}) does not hold release {}: {} files; {} passes; last outcome: {}; \
+                     last error: {}",
                     site.index,
                     site.kind,
                     goal.release,
                     held.len(),
+                    site.stats.passes,
+                    site.stats.last_outcome.as_deref().unwrap_or("none"),
                     site.stats.last_error.as_deref().unwrap_or("none")
                 ));
             }
@@ -576,6 +581,12 @@ impl Phase {
             notes: Vec::new(),
         }
     }
+}
+
+/// Whether `index` is one of `count` indexes spread evenly over `0..total`.
+fn spread(index: usize, count: usize, total: usize) -> bool {
+    let total = total.max(1);
+    (index * count) / total != ((index + 1) * count) / total
 }
 
 /// A line on stderr with the scenario's clock, for a long run's log.
