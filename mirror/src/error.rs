@@ -46,6 +46,8 @@ pub enum MirrorError {
         status: u16,
         /// The start of the response body, if it says anything.
         detail: String,
+        /// The response's `Retry-After`, as sent (seconds or an HTTP date), for the caller's scheduler.
+        retry_after: Option<String>,
     },
     /// A request that did not complete.
     #[error("{method} {url}: {source}")]
@@ -89,6 +91,14 @@ impl MirrorError {
             Self::Status { .. } | Self::Protocol { .. } => ErrorKind::Protocol,
             Self::Http { .. } | Self::Io { .. } => ErrorKind::Transport,
             Self::Config(_) => ErrorKind::Config,
+        }
+    }
+
+    /// The `Retry-After` the mirror sent with a refusal (429, 503), if any.
+    pub fn retry_after(&self) -> Option<&str> {
+        match self {
+            Self::Status { retry_after, .. } => retry_after.as_deref(),
+            _ => None,
         }
     }
 

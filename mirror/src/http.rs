@@ -341,6 +341,11 @@ pub(crate) async fn status_error(
     response: reqwest::Response,
 ) -> MirrorError {
     let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let body = response.text().await.unwrap_or_default();
     let detail: String = body.trim().chars().take(200).collect();
     MirrorError::Status {
@@ -352,6 +357,7 @@ pub(crate) async fn status_error(
         } else {
             format!(": {detail}")
         },
+        retry_after,
     }
 }
 

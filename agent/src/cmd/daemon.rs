@@ -16,7 +16,7 @@ use time::OffsetDateTime;
 use super::status::document;
 use super::{Agent, CommandError, describe};
 use crate::config::Config;
-use crate::schedule::PollOutcome;
+use crate::schedule::{PollOutcome, parse_retry_after};
 use crate::sync::{PassError, PassOutcome, PassReport, check_drift};
 use crate::telemetry::{
     ApplyOutcome, DriftKind, Endpoints, FileKind, Liveness, Metrics, MirrorKind, Notifier,
@@ -112,9 +112,16 @@ pub async fn run(
             Err(e) => {
                 failures = failures.saturating_add(1);
                 tracing::warn!(error = %e, attempt = failures, "pass failed");
+                // The longest Retry-After any mirror asked for; the policy caps it.
+                let retry_after = e
+                    .mirror_failures()
+                    .iter()
+                    .filter_map(|f| f.retry_after.as_deref())
+                    .filter_map(|v| parse_retry_after(v, now))
+                    .max();
                 PollOutcome::Failure {
                     attempt: failures,
-                    retry_after: None,
+                    retry_after,
                 }
             }
         };

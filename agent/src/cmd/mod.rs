@@ -13,16 +13,18 @@ mod daemon;
 mod import;
 mod status;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::process::ExitCode;
 
-use mast_mirror::{Mirror, MirrorOptions, MirrorSpec};
+use mast_mirror::{Mirror, MirrorOptions, MirrorRead, MirrorSpec};
 use mast_protocol::release::AgentVersion;
 use time::OffsetDateTime;
 
 use crate::AGENT_VERSION;
 use crate::apply::{Applier, DirApplier, KubeApplier};
 use crate::config::{Applier as ApplierConfig, Config, ConfigError};
+use crate::schedule::{MirrorPenalties, PollPolicy};
 use crate::state::{State, StateError};
 use crate::sync::{PassError, PassOutcome, PassReport, Site, run_pass};
 
@@ -77,6 +79,12 @@ pub struct Agent {
     pub applier: Box<dyn Applier + Send>,
     /// How many releases' chunks to keep after a new one is applied.
     pub keep_releases: u32,
+    /// Each mirror's place in the configured order.
+    rank: HashMap<String, usize>,
+    /// Mirrors demoted after failing.
+    penalties: MirrorPenalties,
+    /// The backoff the penalties follow.
+    poll: PollPolicy,
 }
 
 impl Agent {
@@ -109,22 +117,34 @@ impl Agent {
             .map_err(|e| CommandError::Other(format!("agent version {AGENT_VERSION}: {e}")))?;
         Ok(Self {
             state,
-            mirrors,
             site: Site {
                 channel: config.channel.clone(),
                 seed: config.cluster_id.seed(),
                 windows: config.windows.clone(),
                 agent_version,
             },
+            rank: mirrors
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (m.describe(), i))
+                .collect(),
+            mirrors,
             applier,
             keep_releases: config.keep_releases.get(),
+            penalties: MirrorPenalties::default(),
+            poll: config.poll,
         })
     }
 
-    /// One pass at `now`.
+    /// One pass at `now`. Mirrors that failed recently are tried after the others.
     pub async fn pass(&mut self, now: OffsetDateTime) -> Result<PassReport, PassError> {
         let span = tracing::info_span!("sync_pass", channel = %self.site.channel);
         let _guard = span.enter();
+        let (penalties, rank) = (&self.penalties, &self.rank);
+        self.mirrors.sort_by_key(|m| {
+            let name = m.describe();
+            (penalties.is_demoted(&name, now), rank.get(&name).copied())
+        });
         let result = run_pass(
             &mut self.state,
             &self.mirrors,
@@ -133,6 +153,16 @@ impl Agent {
             now,
         )
         .await;
+        let failures = match &result {
+            Ok(report) => &report.skipped[..],
+            Err(e) => e.mirror_failures(),
+        };
+        for failure in failures {
+            self.penalties.failed(&failure.mirror, now, &self.poll);
+        }
+        if let Ok(report) = &result {
+            self.penalties.served(&report.mirror);
+        }
         if let Ok(PassReport {
             outcome: PassOutcome::Applied { .. },
             ..

@@ -10,8 +10,10 @@
 //! - [`ChangeWindows`]: weekly maintenance windows (`"Mon-Fri 22:00-02:00 +02:00"`); download any time,
 //!   apply only inside one.
 //! - [`ApplyGate::decide`]: a release's rollout wave and the windows together.
+//! - [`MirrorPenalties`]: mirrors that failed are tried last for a backoff period.
 
 mod http;
+mod penalties;
 mod windows;
 
 use std::time::Duration;
@@ -20,6 +22,7 @@ use mast_protocol::release::WaveDecision;
 use time::OffsetDateTime;
 
 pub use self::http::{parse_max_age, parse_retry_after};
+pub use self::penalties::MirrorPenalties;
 pub use self::windows::{ChangeWindow, ChangeWindows, DaySet};
 
 /// No delay is ever shorter than this, so a degenerate policy or outcome cannot make a busy loop.

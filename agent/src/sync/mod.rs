@@ -18,7 +18,9 @@
 //! A pass that fails at any point leaves the site as it was: what runs keeps running, and nothing is ever
 //! removed because a mirror or the network is gone.
 
-use mast_mirror::client::{Client, TimestampRead, Validators, fetch_target, fetch_verified};
+use mast_mirror::client::{
+    Client, ClientError, TimestampRead, Validators, fetch_target, fetch_verified,
+};
 use mast_mirror::{Mirror, MirrorRead, ObjectPath};
 use mast_protocol::bundle::options::{BundleOptions, Drift, OPTIONS_FILES};
 use mast_protocol::bundle::{
@@ -96,6 +98,8 @@ pub struct MirrorFailure {
     pub mirror: String,
     /// Why it was skipped.
     pub reason: String,
+    /// The `Retry-After` it sent with a refusal (a 429 or 503), as sent, for the scheduler.
+    pub retry_after: Option<String>,
 }
 
 /// What a pass did, successful or not, for logs, metrics and status.
@@ -177,6 +181,14 @@ impl PassError {
     /// raises an alarm on the second.
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::NoMirror(_) | Self::Content { .. })
+    }
+
+    /// The mirrors' failures, when the pass failed because of them.
+    pub fn mirror_failures(&self) -> &[MirrorFailure] {
+        match self {
+            Self::NoMirror(failures) | Self::Content { failures, .. } => failures,
+            _ => &[],
+        }
     }
 }
 
@@ -463,10 +475,7 @@ async fn refresh(
             }
             Err(e) => {
                 tracing::warn!(mirror = %mirror.describe(), error = %e, "mirror skipped");
-                failures.push(MirrorFailure {
-                    mirror: mirror.describe(),
-                    reason: e.to_string(),
-                });
+                failures.push(failure(mirror, &e));
             }
         }
     }
@@ -524,7 +533,7 @@ async fn fetch_release(
                 index_bytes = Some(bytes);
                 break;
             }
-            Err(e) => failures.push(failure(mirror, e)),
+            Err(e) => failures.push(failure(mirror, &e)),
         }
     }
     let Some(index_bytes) = index_bytes else {
@@ -582,6 +591,7 @@ async fn fetch_release(
                 Err(reason) => failures.push(MirrorFailure {
                     mirror: mirror.describe(),
                     reason,
+                    retry_after: None,
                 }),
             }
         }
@@ -657,10 +667,15 @@ fn parse_validators(fact: &str) -> Option<Validators> {
     (validators.etag.is_some() || validators.last_modified.is_some()).then_some(validators)
 }
 
-fn failure(mirror: &Mirror, error: impl std::fmt::Display) -> MirrorFailure {
+fn failure(mirror: &Mirror, error: &ClientError) -> MirrorFailure {
+    let retry_after = match error {
+        ClientError::Mirror(e) => e.retry_after().map(str::to_owned),
+        _ => None,
+    };
     MirrorFailure {
         mirror: mirror.describe(),
         reason: error.to_string(),
+        retry_after,
     }
 }
 

@@ -170,6 +170,7 @@ impl Remote {
                 url: url.to_owned(),
                 status: status.as_u16(),
                 detail: String::new(),
+                retry_after: None,
             }),
         }
     }
