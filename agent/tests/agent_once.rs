@@ -18,6 +18,7 @@ fn nginx(root: &std::path::Path) -> Nginx {
 fn applies_a_release_then_idles_then_fetches_only_the_changed_chunks() {
     let repo = Repo::new(300);
     let first = repo.release();
+    repo.age_timestamp();
     let server = nginx(&repo.repo);
     let site = Site::new();
     let mirror = server.url("");

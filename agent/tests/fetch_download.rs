@@ -85,10 +85,18 @@ impl Origin {
     }
 }
 
+/// Writes a file as published a minute ago: a response's validators from the same second as its
+/// `Date` are weak, and the mirror drops them.
 fn write(root: &Path, relative: &str, bytes: &[u8]) -> PathBuf {
     let path = root.join(relative);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, bytes).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(60))
+        .unwrap();
     path
 }
 

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use bytes::Bytes;
 use reqwest::StatusCode;
 use reqwest::header::{
-    CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, HeaderMap, HeaderValue, IF_MODIFIED_SINCE,
-    IF_NONE_MATCH, IF_RANGE, LAST_MODIFIED, RANGE,
+    CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, DATE, ETAG, HeaderMap, HeaderValue,
+    IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, LAST_MODIFIED, RANGE,
 };
 
 use crate::error::redact;
@@ -208,6 +208,26 @@ impl MirrorWrite for HttpMirror {
     }
 }
 
+/// Whether `last_modified` is less than a second before `date` (both HTTP dates), so that it and any
+/// validator derived from the same mtime are weak. Unparsable or absent dates count as not within.
+fn modified_within_a_second(last_modified: Option<&str>, date: Option<&str>) -> bool {
+    match (last_modified.and_then(http_date), date.and_then(http_date)) {
+        (Some(modified), Some(date)) => date - modified < 1,
+        _ => false,
+    }
+}
+
+/// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`, the form RFC 9110 requires senders to use) as Unix
+/// seconds.
+fn http_date(value: &str) -> Option<i64> {
+    let format = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    time::PrimitiveDateTime::parse(value, format)
+        .ok()
+        .map(|at| at.assume_utc().unix_timestamp())
+}
+
 /// The request headers for `conditions`. `digest_etag` quotes a bare OCI digest, which registries
 /// compare with their quoted `ETag`.
 pub(crate) fn condition_headers(conditions: &Conditions, digest_etag: bool) -> HeaderMap {
@@ -265,7 +285,15 @@ pub(crate) async fn read(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
-    let (etag, last_modified) = (header(ETAG), header(LAST_MODIFIED));
+    let (mut etag, mut last_modified) = (header(ETAG), header(LAST_MODIFIED));
+    if modified_within_a_second(last_modified.as_deref(), header(DATE).as_deref()) {
+        // RFC 9110 §8.8.2.2: a Last-Modified less than a second before the response's Date is weak — the
+        // file may change again within that second and keep it, and nginx's ETag is made of the same
+        // mtime and the length. Nothing may revalidate or resume on it, so neither is kept: the next poll
+        // of this object reads it whole.
+        etag = None;
+        last_modified = None;
+    }
     let length = header(CONTENT_LENGTH).and_then(|v| v.parse().ok());
     let total = if partial {
         let range = header(CONTENT_RANGE).unwrap_or_default();
@@ -364,6 +392,30 @@ pub(crate) async fn status_error(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_last_modified_in_the_same_second_as_the_date_is_weak() {
+        let date = Some("Sun, 29 Nov 2026 12:00:05 GMT");
+        assert!(modified_within_a_second(
+            Some("Sun, 29 Nov 2026 12:00:05 GMT"),
+            date
+        ));
+        assert!(!modified_within_a_second(
+            Some("Sun, 29 Nov 2026 12:00:04 GMT"),
+            date
+        ));
+        // A clock that puts the file in the future is no stronger.
+        assert!(modified_within_a_second(
+            Some("Sun, 29 Nov 2026 12:00:09 GMT"),
+            date
+        ));
+        assert!(!modified_within_a_second(None, date));
+        assert!(!modified_within_a_second(Some("yesterday"), date));
+        assert_eq!(
+            http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(784_111_777)
+        );
+    }
 
     #[test]
     fn content_range_must_start_where_asked_and_agree_with_the_body() {

@@ -14,6 +14,13 @@ fn serve(root: &Path) -> (Nginx, HttpMirror, ObjectPath) {
     let path = root.join("metadata/timestamp.json");
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, BODY).unwrap();
+    // Published a minute ago: validators from the same second as the response are weak and dropped.
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(60))
+        .unwrap();
     let nginx = Nginx::serve(root);
     let mirror = HttpMirror::new(&nginx.base_url(), tls::http_client(None).unwrap());
     (

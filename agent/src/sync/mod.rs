@@ -450,7 +450,9 @@ async fn refresh(
         let (trusted, _discarded) = TrustedMetadata::from_persisted(persisted)
             .map_err(|e| PassError::Trust(e.to_string()))?;
         let key = validators_key(mirror);
-        let validators = state.fact(&key)?.as_deref().and_then(parse_validators);
+        let validators = state
+            .fact(&key)?
+            .and_then(|fact| parse_validators(&fact, now));
         let mut client = Client::new(
             mirror,
             state.trust_store(now),
@@ -468,8 +470,9 @@ async fn refresh(
                 drop(client);
                 // The validators go with the timestamp this mirror gave and the refresh kept: the next
                 // idle poll of this mirror is then one conditional request answered "not modified".
+                // Fetched without usable validators (too fresh to be strong) replaces older ones too.
                 if let TimestampRead::Fetched(validators) = read {
-                    state.set_fact(&key, &format_validators(&validators))?;
+                    state.set_fact(&key, &format_validators(&validators, now))?;
                 }
                 return Ok((position, trusted, failures));
             }
@@ -648,17 +651,30 @@ fn validators_key(mirror: &Mirror) -> String {
     format!("timestamp_validators {}", mirror.describe())
 }
 
-/// Validators as a fact: the ETag and the Last-Modified on two lines (neither can hold a newline).
-fn format_validators(v: &Validators) -> String {
+/// How long a mirror's `timestamp.json` validators are used before one unconditional read. A mirror
+/// that answers "not modified" to everything would otherwise hold a site on its trusted timestamp until
+/// that expires (days); a full read of the small file once an hour bounds the freeze to the hour.
+const REVALIDATE_FOR: time::Duration = time::Duration::hours(1);
+
+/// Validators as a fact: the ETag, the Last-Modified and when they were obtained (Unix seconds), one a
+/// line (none of them can hold a newline).
+fn format_validators(v: &Validators, now: OffsetDateTime) -> String {
     format!(
-        "{}\n{}",
+        "{}\n{}\n{}",
         v.etag.as_deref().unwrap_or(""),
-        v.last_modified.as_deref().unwrap_or("")
+        v.last_modified.as_deref().unwrap_or(""),
+        now.unix_timestamp()
     )
 }
 
-fn parse_validators(fact: &str) -> Option<Validators> {
-    let (etag, last_modified) = fact.split_once('\n')?;
+/// The validators to revalidate with at `now`, unless there are none or they are too old.
+fn parse_validators(fact: &str, now: OffsetDateTime) -> Option<Validators> {
+    let mut lines = fact.split('\n');
+    let (etag, last_modified) = (lines.next()?, lines.next()?);
+    let obtained = OffsetDateTime::from_unix_timestamp(lines.next()?.parse().ok()?).ok()?;
+    if now - obtained >= REVALIDATE_FOR || obtained > now {
+        return None;
+    }
     let some = |s: &str| (!s.is_empty()).then(|| s.to_owned());
     let validators = Validators {
         etag: some(etag),
@@ -688,4 +704,34 @@ fn list(failures: &[MirrorFailure]) -> String {
         .map(|f| format!("{}: {}", f.mirror, f.reason))
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+
+    use super::*;
+
+    #[test]
+    fn validators_round_trip_and_expire_after_an_hour() {
+        let at = datetime!(2026-11-29 12:00 UTC);
+        let v = Validators {
+            etag: Some("\"6e1a-1f4\"".to_owned()),
+            last_modified: Some("Sun, 29 Nov 2026 11:00:00 GMT".to_owned()),
+        };
+        let fact = format_validators(&v, at);
+        assert_eq!(
+            parse_validators(&fact, at + time::Duration::minutes(59)),
+            Some(v)
+        );
+        assert_eq!(parse_validators(&fact, at + time::Duration::hours(1)), None);
+        // A clock that went backwards does not extend them either.
+        assert_eq!(
+            parse_validators(&fact, at - time::Duration::minutes(1)),
+            None
+        );
+        let empty = format_validators(&Validators::default(), at);
+        assert_eq!(parse_validators(&empty, at), None);
+        assert_eq!(parse_validators("garbage", at), None);
+    }
 }
