@@ -640,6 +640,14 @@ where
                 pause *= 2;
                 attempt += 1;
             }
+            // Still failing after the retries: the API server is down or overloaded (k3s restarting),
+            // which says nothing about the release; the pass fails and the release is tried again.
+            Err(e) if is_transient(&e) => {
+                return Err(ApplyError::Unavailable {
+                    object: object.to_owned(),
+                    reason: reason(&e),
+                });
+            }
             Err(e) => {
                 return Err(ApplyError::Cluster {
                     object: object.to_owned(),

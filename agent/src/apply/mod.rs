@@ -73,6 +73,16 @@ pub enum ApplyError {
         /// What is wrong.
         reason: String,
     },
+    /// The cluster could not be reached, or kept answering 429/5xx, through the applier's retries. Not
+    /// the release's fault: the pass fails and the release is applied again later; it is neither
+    /// journalled as failed nor rolled back (a rollback would need the same unreachable API server).
+    #[error("{object}: the API server is unavailable: {reason}")]
+    Unavailable {
+        /// The object (`apps/v1 Deployment edge/web`) or request.
+        object: String,
+        /// The last answer, or the connection error.
+        reason: String,
+    },
     /// The cluster refused or failed a request.
     #[error("{object}: {reason}")]
     Cluster {

@@ -180,7 +180,15 @@ impl PassError {
     /// an operator (a bad release, a broken database): the scheduler backs off on the first kind and
     /// raises an alarm on the second.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::NoMirror(_) | Self::Content { .. })
+        matches!(
+            self,
+            Self::NoMirror(_)
+                | Self::Content { .. }
+                | Self::Apply {
+                    source: ApplyError::Unavailable { .. },
+                    ..
+                }
+        )
     }
 
     /// The mirrors' failures, when the pass failed because of them.
@@ -256,6 +264,7 @@ pub async fn run_pass(
             };
             Ok(report)
         }
+        Err(failure) if failure.is_transient() => Err(failure),
         Err(failure @ (PassError::Apply { .. } | PassError::Unhealthy { .. })) => {
             let Some(previous) = current else {
                 return Err(failure);
@@ -313,6 +322,15 @@ pub async fn apply_release(
         previous: &previous,
     };
     let failed = |state: &mut State, e: PassError| -> Result<ApplyReport, PassError> {
+        // An unavailable cluster is not the release's failure: no journal entry, no rollback; the next
+        // pass applies the release again.
+        if let PassError::Apply {
+            source: ApplyError::Unavailable { .. },
+            ..
+        } = e
+        {
+            return Err(e);
+        }
         state.journal_append(name, release, JournalState::Failed, &e.to_string(), now)?;
         Err(e)
     };
