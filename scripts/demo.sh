@@ -109,8 +109,8 @@ echo "mast:       $MAST ($("$MAST" --version))"
 echo "mast-agent: $AGENT ($("$AGENT" --version))"
 echo "work dir:   $WORK (referred to as \$DEMO below)"
 if [ -n "${KUBECONFIG:-}" ]; then
-    echo "note:       KUBECONFIG is set, but the kube applier (server-side apply) is not in this build yet;"
-    echo "            this demo applies to a directory with the dir: applier and leaves your cluster alone."
+    echo "note:       KUBECONFIG is set; this demo still applies to a directory with the dir: applier and"
+    echo "            leaves your cluster alone (applier = \"kube\" applies with server-side apply)."
 fi
 
 # --- 2. keys and repository -----------------------------------------------------------------------------
