@@ -119,17 +119,9 @@ impl PresignCommand {
 
 impl MirrorRead for HttpMirror {
     async fn get(&self, object: &ObjectPath, max_length: u64) -> Result<Response, MirrorError> {
-        match self
-            .get_with(object, max_length, &Conditions::default())
+        self.get_with(object, max_length, &Conditions::default())
             .await?
-        {
-            Fetched::Full(response) => Ok(response),
-            // Only a request with conditions can be answered 304 or 206 (`read` refuses both otherwise).
-            Fetched::NotModified | Fetched::Partial { .. } => Err(MirrorError::Protocol {
-                object: object.as_path(),
-                reason: "a conditional answer to an unconditional GET".to_owned(),
-            }),
-        }
+            .into_full(object)
     }
 
     async fn get_with(

@@ -420,16 +420,9 @@ enum ManifestRead {
 
 impl MirrorRead for OciMirror {
     async fn get(&self, object: &ObjectPath, max_length: u64) -> Result<Response, MirrorError> {
-        match self
-            .get_with(object, max_length, &Conditions::default())
+        self.get_with(object, max_length, &Conditions::default())
             .await?
-        {
-            Fetched::Full(response) => Ok(response),
-            Fetched::NotModified | Fetched::Partial { .. } => Err(MirrorError::Protocol {
-                object: object.as_path(),
-                reason: "a conditional answer to an unconditional read".to_owned(),
-            }),
-        }
+            .into_full(object)
     }
 
     /// Metadata tags are revalidated by manifest digest (their [`Response::etag`]) and never resumed

@@ -214,6 +214,20 @@ pub enum Fetched {
     },
 }
 
+impl Fetched {
+    /// The whole object, from the answer to a read made without conditions: such a read can be
+    /// answered neither "not modified" nor with a range, and a mirror that does is not followed.
+    pub(crate) fn into_full(self, object: &ObjectPath) -> Result<Response, MirrorError> {
+        match self {
+            Self::Full(response) => Ok(response),
+            Self::NotModified | Self::Partial { .. } => Err(MirrorError::Protocol {
+                object: object.as_path(),
+                reason: "a conditional answer to an unconditional read".to_owned(),
+            }),
+        }
+    }
+}
+
 /// Reading objects from a mirror.
 pub trait MirrorRead {
     /// Opens `object`, allowing at most `max_length` bytes. An absent object is an error of kind
