@@ -8,20 +8,21 @@
 //! - [`sync`]: one pass — refresh trust across mirrors, select the release, fetch the missing chunks,
 //!   gate on wave and window, apply.
 //! - [`fetch`]: resumable downloads of large objects.
-//! - [`apply`]: the [`apply::Applier`] trait and the `dir:` applier.
+//! - [`apply`]: the [`apply::Applier`] trait, the `dir:` applier and the `kube` applier (server-side
+//!   apply, health gate, drift).
+//! - [`freshness`]: whether the site's view of its channel is current (last refresh, metadata expiry,
+//!   the `stale` verdict), from the database alone.
 //! - [`schedule`]: when to poll next (interval, jitter, backoff, `Retry-After`) and when a release may be
 //!   applied (rollout waves, change windows), as pure functions of time.
 //! - [`cmd`]: the commands (`once`, `run`, `status`, `import`) the thin `main` calls.
 //! - [`telemetry`]: logs, metrics, the admin endpoints and systemd notification.
 //! - [`tuf_cli`]: `mast-agent tuf`, a plain TUF client with the conformance suite's command line.
-//!
-//! Server-side apply to a Kubernetes API server, the health gate, rollback and drift are not written
-//! yet; see the README's status table.
 
 pub mod apply;
 pub mod cmd;
 pub mod config;
 pub mod fetch;
+pub mod freshness;
 pub mod schedule;
 pub mod state;
 pub mod sync;

@@ -13,10 +13,13 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use mast_agent::apply::KubeApplier;
-use mast_agent::state::State;
+use mast_agent::freshness::LAST_REFRESH_FACT;
+use mast_agent::state::{JournalState, State};
 use mast_agent::sync::check_drift;
+use mast_test_support::fault_proxy::FaultProxy;
+use mast_test_support::http::get;
 use mast_test_support::kube_api::KubeApi;
-use mast_test_support::{Nginx, NginxConfig};
+use mast_test_support::{Nginx, NginxConfig, free_port};
 use serde_json::{Value, json};
 use support::{Repo, Site, text};
 use time::OffsetDateTime;
@@ -89,6 +92,59 @@ fn agent(site: &Site, repo: &Repo, mirror: &str, kubeconfig: &Path) -> Command {
         .env("KUBECONFIG", kubeconfig)
         .env_remove("KUBERNETES_SERVICE_HOST");
     cmd
+}
+
+/// Runs `cmd` to its end, or kills it and fails the test after `limit`: a pass that hangs on an
+/// unanswered API server must fail this test, not stall the suite.
+fn output_within(mut cmd: Command, limit: Duration) -> Output {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("mast-agent did not finish within {limit:?}");
+        }
+    }
+}
+
+/// A kubeconfig naming the cluster at `url` (a proxy in front of the test API server).
+fn kubeconfig_for(url: &str, dir: &Path) -> PathBuf {
+    let path = dir.join("kubeconfig-proxied");
+    fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {url}\nusers:\n- name: u\n  \
+             user: {{}}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\n    namespace: default\n\
+             current-context: c\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// The journal states recorded for `release`, oldest first.
+fn journal_of(site: &Site, release: u64) -> Vec<JournalState> {
+    let state = State::open_read_only(&site.state()).unwrap();
+    let mut states: Vec<JournalState> = state
+        .journal(1000)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.release == release)
+        .map(|e| e.state)
+        .collect();
+    states.reverse();
+    states
 }
 
 fn stdout(out: &Output) -> String {
@@ -344,6 +400,362 @@ fn a_failed_health_gate_rolls_back_offline_and_a_reboot_keeps_the_healthy_releas
 }
 
 #[test]
+fn a_reboot_with_every_mirror_down_keeps_the_release_from_the_local_store_and_reports_staleness() {
+    let mut w = World::new();
+    w.api.simulate_controllers(true);
+    w.write("mast.toml", "drift = \"correct\"\n");
+    w.write("00-namespace.yaml", &namespace("edge"));
+    w.write("web.yaml", &deployment("edge", "web", "web:1", 1));
+    w.write("settings.yaml", &config_map("edge", "settings", "v1", ""));
+    w.release();
+    let out = w.once();
+    assert!(out.status.success(), "{}", text(&out));
+
+    // The site goes dark: its mirror is gone, it was last refreshed three hours ago, and while it was
+    // down someone deleted one of its objects. (The refresh instant is moved back in the site's own
+    // database, as three hours offline would have left it.)
+    w.nginx = None;
+    let refreshed = OffsetDateTime::now_utc() - time::Duration::hours(3);
+    let refreshed = OffsetDateTime::from_unix_timestamp(refreshed.unix_timestamp()).unwrap();
+    let rfc3339 = refreshed
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let mut state = State::open(&w.site.state()).unwrap();
+    state.set_fact(LAST_REFRESH_FACT, &rfc3339).unwrap();
+    drop(state);
+    w.api
+        .delete("v1", "ConfigMap", Some("edge"), "settings")
+        .unwrap();
+    let before = w.api.requests().len();
+
+    // It boots: the daemon's first pass fails on the network, and its drift check puts the deleted
+    // object back from the release held in SQLite, with no mirror.
+    let port = free_port();
+    let mut child = w
+        .agent()
+        .env("MAST_LISTEN", format!("127.0.0.1:{port}"))
+        .env("MAST_STALE_AFTER", "30m")
+        .env("MAST_KUBE_TIMEOUT", "5s")
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        let status = get(&url("/status"))
+            .ok()
+            .filter(|r| r.status == 200)
+            .and_then(|r| serde_json::from_slice::<Value>(&r.body).ok());
+        if let Some(status) = status
+            && !status["last_error"].is_null()
+            && w.object("v1", "ConfigMap", Some("edge"), "settings")
+                .is_some()
+        {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the offline daemon neither failed a pass nor corrected drift"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status["channels"]["prod"]["current_release"], 1);
+    assert_eq!(status["freshness"]["stale"], true, "{status:#}");
+    // Offline is not a hard failure: the daemon stays ready.
+    assert_eq!(get(&url("/readyz")).unwrap().status, 200);
+    let metrics = String::from_utf8(get(&url("/metrics")).unwrap().body).unwrap();
+    for line in [
+        "mast_agent_stale 1\n".to_owned(),
+        format!(
+            "mast_agent_last_successful_refresh_timestamp_seconds {}\n",
+            refreshed.unix_timestamp()
+        ),
+        "mast_agent_release_current{channel=\"prod\"} 1\n".to_owned(),
+    ] {
+        assert!(metrics.contains(&line), "{line} not in {metrics}");
+    }
+    assert!(
+        metrics.contains("mast_agent_metadata_expiry_timestamp_seconds{role=\"timestamp\"} "),
+        "{metrics}"
+    );
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(child.wait().unwrap().success());
+
+    // The release stayed, and what was deleted is back as release 1 has it; nothing was deleted.
+    let settings = w
+        .object("v1", "ConfigMap", Some("edge"), "settings")
+        .unwrap();
+    assert_eq!(settings["data"]["value"], "v1");
+    assert!(
+        w.object("apps/v1", "Deployment", Some("edge"), "web")
+            .is_some()
+    );
+    let deletes: Vec<String> = w
+        .requests_since(before)
+        .into_iter()
+        .filter(|r| r.starts_with("DELETE"))
+        .collect();
+    assert!(deletes.is_empty(), "{deletes:?}");
+    assert_eq!(
+        journal_of(&w.site, 1),
+        [
+            JournalState::Staged,
+            JournalState::Applied,
+            JournalState::Healthy
+        ]
+    );
+
+    // `status`, from the database alone, says the site is stale and why.
+    let status = w.site.status();
+    let freshness = &status["freshness"];
+    assert_eq!(status["channels"]["prod"]["current_release"], 1);
+    assert_eq!(freshness["stale"], true, "{freshness:#}");
+    assert_eq!(freshness["last_refresh"], rfc3339.as_str());
+    assert!(
+        freshness["seconds_since_refresh"].as_u64().unwrap() >= 3 * 3600,
+        "{freshness:#}"
+    );
+    assert_eq!(freshness["stale_after_seconds"], 1800);
+    let reasons = freshness["reasons"].as_array().unwrap();
+    assert_eq!(reasons.len(), 1, "{freshness:#}");
+    assert!(
+        reasons[0]
+            .as_str()
+            .unwrap()
+            .starts_with("no refresh completed for 3h 0m (stale after 30m 0s)"),
+        "{freshness:#}"
+    );
+    for role in ["root", "targets", "snapshot", "timestamp"] {
+        let r = &freshness["metadata"][role];
+        assert_eq!(r["state"], "valid", "{role}: {freshness:#}");
+        assert_eq!(
+            r["version"], status["trusted"][role],
+            "{role}: {freshness:#}"
+        );
+        assert!(r["expires_in_seconds"].as_i64().unwrap() > 0, "{role}");
+    }
+    let plain = Command::new(env!("CARGO_BIN_EXE_mast-agent"))
+        .env("MAST_CONFIG", w.site.config())
+        .args(["status", "--state"])
+        .arg(w.site.state())
+        .output()
+        .unwrap();
+    let plain = stdout(&plain);
+    assert!(
+        plain.contains("freshness:     STALE: no refresh completed for 3h")
+            && plain.contains(&format!("last refresh:  {rfc3339} (3h "))
+            && plain.contains("expires:       root v1 "),
+        "{plain}"
+    );
+}
+
+#[test]
+fn an_unavailable_api_server_fails_the_pass_as_transient_and_the_release_is_applied_later() {
+    let w = World::new();
+    w.api.simulate_controllers(true);
+    w.write("00-namespace.yaml", &namespace("edge"));
+    w.write("settings.yaml", &config_map("edge", "settings", "v1", ""));
+    w.release();
+    assert!(w.once().status.success());
+
+    // The agent reaches the API server through a proxy that can refuse, or black-hole, connections.
+    let proxy = FaultProxy::start(format!("127.0.0.1:{}", w.api.port()).parse().unwrap()).unwrap();
+    let kubeconfig = kubeconfig_for(&format!("http://{}", proxy.addr()), w._dir.path());
+    let once = || {
+        let mut cmd = agent(&w.site, &w.repo, &w.mirror, &kubeconfig);
+        // Each request waits a second at most for an answer, so a black-holed server fails the pass
+        // in seconds (the default is 30 s a request).
+        cmd.env("MAST_KUBE_TIMEOUT", "1s").arg("once");
+        output_within(cmd, Duration::from_secs(180))
+    };
+    w.write("settings.yaml", &config_map("edge", "settings", "v2", ""));
+    assert_eq!(w.release(), 2);
+
+    let outages: [(&str, &dyn Fn()); 4] = [
+        ("503 on the object", &|| {
+            w.api
+                .fail_next("/api/v1/namespaces/edge/configmaps/settings", 503, 1000);
+        }),
+        (
+            "429 on everything of the core group, discovery included",
+            &|| {
+                w.api.fail_next("/api", 429, 1000);
+            },
+        ),
+        ("connections refused", &|| proxy.control().stop_listening()),
+        ("connections accepted and never answered", &|| {
+            proxy.control().resume_listening();
+            proxy.control().pause();
+        }),
+    ];
+    for (outage, start) in outages {
+        start();
+        let out = once();
+        w.api.clear_faults();
+        assert_eq!(out.status.code(), Some(1), "{outage}: {}", text(&out));
+        assert!(
+            text(&out).contains("the API server is unavailable"),
+            "{outage}: {}",
+            text(&out)
+        );
+        // Not the release's failure: not journalled failed, nothing rolled back, nothing changed.
+        let release_2 = journal_of(&w.site, 2);
+        assert!(
+            release_2.iter().all(|s| *s == JournalState::Staged),
+            "{outage}: {release_2:?}"
+        );
+        assert_eq!(
+            journal_of(&w.site, 1),
+            [
+                JournalState::Staged,
+                JournalState::Applied,
+                JournalState::Healthy
+            ],
+            "{outage}"
+        );
+        assert_eq!(
+            w.object("v1", "ConfigMap", Some("edge"), "settings")
+                .unwrap()["data"]["value"],
+            "v1",
+            "{outage}"
+        );
+        assert_eq!(w.site.status()["channels"]["prod"]["current_release"], 1);
+    }
+    proxy.control().resume();
+
+    // The server is back: the same release is applied on the next pass.
+    let out = once();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(stdout(&out).contains("applied release 2"), "{}", text(&out));
+    assert_eq!(
+        w.object("v1", "ConfigMap", Some("edge"), "settings")
+            .unwrap()["data"]["value"],
+        "v2"
+    );
+    assert_eq!(w.site.status()["channels"]["prod"]["current_release"], 2);
+}
+
+#[test]
+fn a_rollback_the_api_server_interrupted_is_finished_on_the_next_pass() {
+    let w = World::new();
+    w.api.simulate_controllers(true);
+    w.write("mast.toml", "health_timeout = \"2s\"\n");
+    w.write("00-namespace.yaml", &namespace("edge"));
+    w.write("settings.yaml", &config_map("edge", "settings", "v1", ""));
+    w.write("web.yaml", &deployment("edge", "web", "web:1", 1));
+    w.release();
+    assert!(w.once().status.success());
+
+    // Release 2 changes the settings and adds a Deployment whose rollout never finishes.
+    w.api.stall("Deployment", "edge", "canary");
+    w.write("canary.yaml", &deployment("edge", "canary", "canary:1", 1));
+    w.write("settings.yaml", &config_map("edge", "settings", "v2", ""));
+    assert_eq!(w.release(), 2);
+    let before = w.api.requests().len();
+    let child = w
+        .agent()
+        .arg("once")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the health gate polls (a read of the canary after every write of release 2), the API server
+    // starts failing writes to the settings: the rollback cannot put release 1's back.
+    let started = Instant::now();
+    let settings_path = "/api/v1/namespaces/edge/configmaps/settings";
+    loop {
+        let requests = w.requests_since(before);
+        let written = requests
+            .iter()
+            .position(|r| r.starts_with(&format!("PATCH {settings_path}")));
+        if written.is_some_and(|at| {
+            requests[at..]
+                .iter()
+                .any(|r| r.starts_with("GET /apis/apps/v1/namespaces/edge/deployments/canary"))
+        }) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the health gate never started"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    w.api.fail_next_method("PATCH", settings_path, 503, 1000);
+    let out = child.wait_with_output().unwrap();
+    w.api.clear_faults();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("the API server is unavailable"),
+        "{}",
+        text(&out)
+    );
+    // Release 2 failed its gate; the rollback did not finish.
+    assert_eq!(
+        journal_of(&w.site, 2),
+        [
+            JournalState::Staged,
+            JournalState::Applied,
+            JournalState::Failed
+        ]
+    );
+    assert_eq!(
+        w.object("v1", "ConfigMap", Some("edge"), "settings")
+            .unwrap()["data"]["value"],
+        "v2"
+    );
+
+    // The next pass finishes it from the local store, and reports the release as failed again.
+    let out = w.once();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stdout(&out).contains("release 2 failed and release 1 was put back")
+            && stdout(&out).contains("apps/v1 Deployment edge/canary"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        w.object("v1", "ConfigMap", Some("edge"), "settings")
+            .unwrap()["data"]["value"],
+        "v1"
+    );
+    assert!(
+        w.object("apps/v1", "Deployment", Some("edge"), "canary")
+            .is_none()
+    );
+    assert_eq!(
+        journal_of(&w.site, 1)[3..],
+        [
+            JournalState::Applied,
+            JournalState::Healthy,
+            JournalState::RolledBack
+        ]
+    );
+
+    // And then the site is simply up to date at release 1: nothing is written again.
+    let before = w.api.requests().len();
+    let out = w.once();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        stdout(&out).contains("up to date at release 1"),
+        "{}",
+        text(&out)
+    );
+    let writes: Vec<String> = w
+        .requests_since(before)
+        .into_iter()
+        .filter(|r| !r.starts_with("GET"))
+        .collect();
+    assert!(writes.is_empty(), "{writes:?}");
+}
+
+#[test]
 fn a_custom_resource_is_applied_after_its_definition_is_established() {
     let w = World::new();
     w.api.set_crd_delay(Duration::from_millis(700));
@@ -523,7 +935,8 @@ async fn drift_is_reported_then_corrected() {
             .unwrap();
     };
     drift(&w.api);
-    let config = kube::Config::new(w.api.url().parse().unwrap());
+    let mut config = kube::Config::new(w.api.url().parse().unwrap());
+    config.default_retry = false;
     let mut applier =
         KubeApplier::from_client(kube::Client::try_from(config).unwrap(), w.api.url());
     let channel = "prod".parse().unwrap();

@@ -16,9 +16,10 @@
 //! The inventory keys are `group/version/kind/namespace/name` (group empty for the core group, namespace
 //! empty for cluster-scoped objects): enough to address an object for deletion with no manifest left.
 //!
-//! Transient answers of the API server (429, 5xx, a refused connection while k3s restarts) are retried
-//! a few times with backoff before they fail an apply, since a failed apply marks the release failed on
-//! this site.
+//! Transient answers of the API server (429, 5xx, a refused connection while k3s restarts, no answer
+//! within the configured timeout) are retried a few times with backoff, by the applier alone (kube's
+//! own retry layer is off). Still failing, they are [`ApplyError::Unavailable`]: the pass fails as
+//! transient, and the release is neither marked failed nor rolled back.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
@@ -62,6 +63,7 @@ const POLL_MAX: Duration = Duration::from_secs(5);
 pub struct KubeApplier {
     client: Option<Client>,
     target: String,
+    timeout: Duration,
     kinds: HashMap<(String, String), (ApiResource, ApiCapabilities)>,
 }
 
@@ -86,7 +88,12 @@ impl KubeApplier {
     /// An applier for the cluster that `KUBECONFIG`, `~/.kube/config` or the in-cluster service account
     /// names (kube's `Config::infer`, read on first use: building a client needs the runtime). Fails now,
     /// naming what is missing, when none of them exists.
-    pub fn infer() -> Result<Self, ApplyError> {
+    ///
+    /// `timeout` bounds each request: the connect, and each wait for the server to read or answer. kube's
+    /// own read timeout is meant for watches (almost five minutes); the applier never watches, and an API
+    /// server that accepts connections but does not answer (a k3s stuck on its datastore) must fail a
+    /// request in bounded time, to be retried and then reported as unavailable.
+    pub fn infer(timeout: Duration) -> Result<Self, ApplyError> {
         let kubeconfig = std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty());
         let home = std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".kube/config"));
         let target = if let Some(path) = kubeconfig {
@@ -112,15 +119,19 @@ impl KubeApplier {
         Ok(Self {
             client: None,
             target,
+            timeout,
             kinds: HashMap::new(),
         })
     }
 
-    /// An applier using `client` (tests, or a caller that built its own).
+    /// An applier using `client` (tests, or a caller that built its own, with its own timeouts). Build it
+    /// with `default_retry` off: the applier retries transient answers itself, and kube's retry layer
+    /// would multiply its attempts.
     pub fn from_client(client: Client, target: impl Into<String>) -> Self {
         Self {
             client: Some(client),
             target: target.into(),
+            timeout: Duration::ZERO,
             kinds: HashMap::new(),
         }
     }
@@ -133,7 +144,14 @@ impl KubeApplier {
             object: self.target.clone(),
             reason,
         };
-        let config = Config::infer().await.map_err(|e| failed(e.to_string()))?;
+        let mut config = Config::infer().await.map_err(|e| failed(e.to_string()))?;
+        config.connect_timeout = Some(self.timeout);
+        config.read_timeout = Some(self.timeout);
+        config.write_timeout = Some(self.timeout);
+        // kube's own retry layer retries 429/503/504 up to 15 times with backoff capped at 1000 s —
+        // minutes per request, hours for a release — before the applier sees an answer. The applier's
+        // retries (below) are the only ones, so that an unavailable server fails a pass in bounded time.
+        config.default_retry = false;
         let client = Client::try_from(config).map_err(|e| failed(e.to_string()))?;
         self.client = Some(client.clone());
         Ok(client)
@@ -166,6 +184,14 @@ impl KubeApplier {
                     tracing::debug!(%api_version, %kind, error = %e, "kind not served yet");
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(POLL_MAX);
+                }
+                // Discovery that cannot reach the server, or keeps getting 429/5xx, is the server being
+                // unavailable, not the release asking for a kind the cluster lacks.
+                Err(e) if is_transient(&e) => {
+                    return Err(ApplyError::Unavailable {
+                        object: format!("{api_version} {kind}"),
+                        reason: format!("discovery failed: {}", reason(&e)),
+                    });
                 }
                 Err(e) => {
                     let reason = if is_missing(&e) {

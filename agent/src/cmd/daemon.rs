@@ -16,6 +16,7 @@ use time::OffsetDateTime;
 use super::status::document;
 use super::{Agent, CommandError, describe};
 use crate::config::Config;
+use crate::freshness::Inputs as FreshnessInputs;
 use crate::schedule::{PollOutcome, parse_retry_after};
 use crate::sync::{PassError, PassOutcome, PassReport, check_drift};
 use crate::telemetry::{
@@ -40,9 +41,14 @@ pub async fn run(
     let readiness = Readiness::new();
     readiness.state_db_opened();
     readiness.set_trusted_root(config.root.version);
-    let snapshot = Arc::new(Mutex::new(
-        document(&agent.state, 10).map_err(CommandError::State)?,
-    ));
+    // An agent that boots with every mirror down reports the refresh it last completed and whether
+    // that makes it stale from its first scrape on, before its first pass fails.
+    let freshness = FreshnessInputs::read(&agent.state).map_err(CommandError::State)?;
+    metrics.set_freshness(freshness.clone());
+    let snapshot = Arc::new(Mutex::new((
+        document(&agent.state, 10, OffsetDateTime::now_utc()).map_err(CommandError::State)?,
+        freshness,
+    )));
     let notifier = Notifier::from_env().map_err(|e| CommandError::Other(e.to_string()))?;
     let watchdog = Watchdog::from_env().map_err(|e| CommandError::Other(e.to_string()))?;
     let liveness = Liveness::new();
@@ -55,11 +61,14 @@ pub async fn run(
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(addr) = config.listen {
         let source = Arc::clone(&snapshot);
+        // Staleness is judged when asked: it grows while the loop sleeps.
         let status = move || {
-            source
+            let (mut doc, freshness) = source
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .clone()
+                .clone();
+            doc["freshness"] = freshness.assess(OffsetDateTime::now_utc()).to_json();
+            doc
         };
         let endpoints = Endpoints::new(Arc::clone(&metrics), readiness.clone(), Arc::new(status));
         let server = TelemetryServer::bind(addr, endpoints)
@@ -99,8 +108,13 @@ pub async fn run(
             drift(&mut agent, &metrics, now).await;
             last_drift = Some(tokio::time::Instant::now());
         }
-        match document(&agent.state, 10) {
-            Ok(doc) => *snapshot.lock().unwrap_or_else(PoisonError::into_inner) = doc,
+        let read = FreshnessInputs::read(&agent.state)
+            .and_then(|freshness| Ok((document(&agent.state, 10, now)?, freshness)));
+        match read {
+            Ok((doc, freshness)) => {
+                metrics.set_freshness(freshness.clone());
+                *snapshot.lock().unwrap_or_else(PoisonError::into_inner) = (doc, freshness);
+            }
             Err(e) => tracing::warn!(error = %e, "status snapshot failed"),
         }
         let outcome = match &result {
@@ -214,7 +228,6 @@ fn record(metrics: &Metrics, readiness: &Readiness, result: &Result<PassReport, 
             for skipped in &report.skipped {
                 metrics.record_mirror_skip(&skipped.mirror);
             }
-            metrics.set_last_successful_refresh(std::time::SystemTime::now());
             if report.bytes_fetched > 0 {
                 metrics.record_received_bytes(
                     mirror_kind(&report.mirror),

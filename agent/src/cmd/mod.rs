@@ -96,10 +96,12 @@ impl Agent {
         let applier: Box<dyn Applier + Send> = match &config.applier {
             ApplierConfig::Dir(path) => Box::new(DirApplier::new(path)),
             ApplierConfig::Kube => {
-                Box::new(KubeApplier::infer().map_err(|e| ConfigError::Invalid {
-                    origin: "configuration".to_owned(),
-                    key: "applier",
-                    reason: format!("kube: {e}"),
+                Box::new(KubeApplier::infer(config.kube_timeout).map_err(|e| {
+                    ConfigError::Invalid {
+                        origin: "configuration".to_owned(),
+                        key: "applier",
+                        reason: format!("kube: {e}"),
+                    }
                 })?)
             }
         };
@@ -113,6 +115,11 @@ impl Agent {
         }
         let mut state = State::open(&config.state)?;
         state.trust_initial_root(&config.root.bytes, config.root.version, now)?;
+        // `status` reads no configuration: it judges staleness by the threshold recorded here.
+        state.set_fact(
+            crate::freshness::STALE_AFTER_FACT,
+            &config.stale_after.as_secs().to_string(),
+        )?;
         let agent_version = AgentVersion::parse_release(AGENT_VERSION)
             .map_err(|e| CommandError::Other(format!("agent version {AGENT_VERSION}: {e}")))?;
         Ok(Self {

@@ -1,13 +1,16 @@
 //! `mast-agent status`: what the site runs, read from the state database alone.
 //!
 //! It opens the database read-only, so it works while the daemon runs and with every mirror down, and it
-//! never creates a database where there is none.
+//! never creates a database where there is none. Its `freshness` part says whether what the site runs is
+//! still known to be current: see [`crate::freshness`].
 
 use std::fmt::Write as _;
 use std::path::Path;
 
 use serde_json::{Map, Value, json};
+use time::OffsetDateTime;
 
+use crate::freshness::Inputs;
 use crate::state::{JournalEntry, State, StateError};
 
 /// How `status` prints.
@@ -29,15 +32,15 @@ pub fn status(
     drift: bool,
 ) -> Result<String, StateError> {
     let state = State::open_read_only(path)?;
-    let document = document(&state, journal)?;
+    let document = document(&state, journal, OffsetDateTime::now_utc())?;
     Ok(match format {
         StatusFormat::Json => format!("{document:#}\n"),
         StatusFormat::Plain => plain(&document, drift),
     })
 }
 
-/// The status as JSON: the same document `/status` serves and `--output json` prints.
-pub fn document(state: &State, journal: u32) -> Result<Value, StateError> {
+/// The status as JSON at `now`: the same document `/status` serves and `--output json` prints.
+pub fn document(state: &State, journal: u32, now: OffsetDateTime) -> Result<Value, StateError> {
     let versions = |pairs: Vec<(String, u64)>| -> Value {
         pairs
             .into_iter()
@@ -90,6 +93,7 @@ pub fn document(state: &State, journal: u32) -> Result<Value, StateError> {
         "highest_trusted": versions(state.highest_versions()?),
         "channels": channels,
         "last_contact": fact("last_contact")?,
+        "freshness": Inputs::read(state)?.assess(now).to_json(),
         "last_mirror": fact("last_mirror")?,
         "last_outcome": fact("last_outcome")?,
         "last_error": fact("last_error")?,
@@ -98,6 +102,69 @@ pub fn document(state: &State, journal: u32) -> Result<Value, StateError> {
         "drift": {"last_check": fact("last_drift_check")?, "findings": drift},
         "outbox": state.outbox_len()?,
     }))
+}
+
+/// The freshness part of the document as lines (the document may come from `/status`, so it is read
+/// back from JSON rather than recomputed).
+fn freshness_lines(f: &Value) -> String {
+    let mut out = String::new();
+    let reasons: Vec<&str> = f["reasons"]
+        .as_array()
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    // Writing to a String cannot fail.
+    let _ = if f["stale"] == true {
+        writeln!(out, "freshness:     STALE: {}", reasons.join("; "))
+    } else {
+        writeln!(
+            out,
+            "freshness:     current (stale after {} without a refresh)",
+            human(f["stale_after_seconds"].as_i64().unwrap_or(0))
+        )
+    };
+    let _ = match (
+        f["last_refresh"].as_str(),
+        f["seconds_since_refresh"].as_i64(),
+    ) {
+        (Some(at), Some(since)) => writeln!(out, "last refresh:  {at} ({} ago)", human(since)),
+        _ => writeln!(out, "last refresh:  never"),
+    };
+    let roles: Vec<String> = f["metadata"]
+        .as_object()
+        .map(|m| {
+            ["root", "targets", "snapshot", "timestamp"]
+                .iter()
+                .filter_map(|role| {
+                    let r = m.get(*role)?;
+                    let left = r["expires_in_seconds"].as_i64()?;
+                    let when = if left <= 0 {
+                        format!("{} ago", human(-left))
+                    } else {
+                        format!("in {}", human(left))
+                    };
+                    let mark = match r["state"].as_str() {
+                        Some("expired") => ", EXPIRED",
+                        Some("expires_soon") => ", EXPIRES SOON",
+                        _ => "",
+                    };
+                    Some(format!(
+                        "{role} v{} {} ({when}{mark})",
+                        r["version"],
+                        r["expires"].as_str().unwrap_or("?")
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if !roles.is_empty() {
+        let _ = writeln!(out, "expires:       {}", roles.join(", "));
+    }
+    out
+}
+
+/// Seconds as `2d 3h`, `2h 5m`, `4m 10s` or `45s`.
+fn human(seconds: i64) -> String {
+    crate::freshness::human(std::time::Duration::from_secs(seconds.unsigned_abs()))
 }
 
 fn entry(e: &JournalEntry) -> Value {
@@ -147,12 +214,8 @@ fn plain(doc: &Value, drift: bool) -> String {
             );
         }
     }
-    let _ = writeln!(
-        out,
-        "last contact:  {} ({})",
-        text(&doc["last_contact"]),
-        text(&doc["last_mirror"])
-    );
+    out.push_str(&freshness_lines(&doc["freshness"]));
+    let _ = writeln!(out, "last mirror:   {}", text(&doc["last_mirror"]));
     let _ = writeln!(out, "last outcome:  {}", text(&doc["last_outcome"]));
     if !doc["last_error"].is_null() {
         let _ = writeln!(out, "last error:    {}", text(&doc["last_error"]));

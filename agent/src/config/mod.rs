@@ -33,7 +33,7 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/mast/agent.toml";
 pub const DEFAULT_STATE_PATH: &str = "/var/lib/mast/state.db";
 
 /// Every key, in the order `--help` and the docs list them.
-pub const KEYS: [&str; 16] = [
+pub const KEYS: [&str; 18] = [
     "cluster_id",
     "channel",
     "mirrors",
@@ -46,6 +46,8 @@ pub const KEYS: [&str; 16] = [
     "backoff_cap",
     "change_windows",
     "drift_interval",
+    "stale_after",
+    "kube_timeout",
     "ca_bundle",
     "keep_releases",
     "listen",
@@ -119,6 +121,12 @@ pub struct Config {
     pub windows: ChangeWindows,
     /// How often `run` compares the live target with the running release.
     pub drift_interval: Duration,
+    /// How long without a successful refresh before `status` and `/metrics` call the site stale
+    /// (`3 × poll_interval` unless set).
+    pub stale_after: Duration,
+    /// How long one request to the Kubernetes API server may take to connect, and then between reads
+    /// or writes, before it fails as the server being unavailable (the `kube` applier only).
+    pub kube_timeout: Duration,
     /// Extra CA certificates for HTTPS and OCI mirrors, besides the built-in roots.
     pub ca_bundle: Option<PathBuf>,
     /// How many releases' chunks to keep.
@@ -308,6 +316,16 @@ impl Config {
                 reason: "must be at least 10s".to_owned(),
             });
         }
+        let stale_after = optional(sources, "stale_after", |v, _| parse_duration(v))?
+            .unwrap_or(interval.saturating_mul(3));
+        let kube_timeout = duration("kube_timeout", 30)?;
+        if kube_timeout.is_zero() {
+            return Err(ConfigError::Invalid {
+                origin: "configuration".to_owned(),
+                key: "kube_timeout",
+                reason: "must be more than 0s".to_owned(),
+            });
+        }
         let backoff_base = duration("backoff_base", 10)?;
         let backoff_cap = duration("backoff_cap", 3600)?;
         let jitter = optional(sources, "jitter", |v, _| {
@@ -353,6 +371,8 @@ impl Config {
             poll,
             windows,
             drift_interval,
+            stale_after,
+            kube_timeout,
             ca_bundle,
             keep_releases,
             listen,

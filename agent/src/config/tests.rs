@@ -65,6 +65,24 @@ fn a_minimal_file_gets_the_documented_defaults() {
     assert!(config.windows.is_always_open());
     assert_eq!(config.keep_releases.get(), 3);
     assert_eq!(config.listen, None);
+    // Stale after three poll intervals; a kube request gets 30 s.
+    assert_eq!(config.stale_after, Duration::from_secs(900));
+    assert_eq!(config.kube_timeout, Duration::from_secs(30));
+}
+
+#[test]
+fn stale_after_follows_the_poll_interval_unless_set() {
+    let (_dir, path) = site(MINIMAL);
+    let config = load(&path, &[("MAST_POLL_INTERVAL", "1m")]).unwrap();
+    assert_eq!(config.stale_after, Duration::from_secs(180));
+    let config = load(
+        &path,
+        &[("MAST_POLL_INTERVAL", "1m"), ("MAST_STALE_AFTER", "2h")],
+    )
+    .unwrap();
+    assert_eq!(config.stale_after, Duration::from_secs(7200));
+    let err = load(&path, &[("MAST_KUBE_TIMEOUT", "0s")]).unwrap_err();
+    assert!(err.to_string().contains("kube_timeout"), "{err}");
 }
 
 #[test]

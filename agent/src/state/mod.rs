@@ -718,6 +718,13 @@ impl State {
         Ok(rows.pop())
     }
 
+    /// The newest journal entry on `channel`.
+    pub fn last_journal_entry(&self, channel: &str) -> Result<Option<JournalEntry>, StateError> {
+        let quoted = channel.replace('\'', "''");
+        let mut rows = self.journal_where(&format!("channel = '{quoted}'"), 1)?;
+        Ok(rows.pop())
+    }
+
     fn journal_where(&self, filter: &str, limit: u32) -> Result<Vec<JournalEntry>, StateError> {
         let mut stmt = self
             .conn

@@ -217,7 +217,7 @@ pub async fn run_pass(
         chunks_fetched: 0,
         chunks_held: 0,
     };
-    state.set_fact("last_contact", &rfc3339(now))?;
+    state.set_fact(crate::freshness::LAST_REFRESH_FACT, &rfc3339(now))?;
     state.set_fact("last_mirror", &report.mirror)?;
 
     let Some(selected) = select(state, &trusted, site)? else {
@@ -230,7 +230,24 @@ pub async fn run_pass(
         return Ok(report);
     }
     if state.has_failed(site.channel.as_str(), number)? {
-        // A release that failed here is not retried until a newer one appears.
+        // A release that failed here is not retried until a newer one appears. The rollback from it
+        // is finished first if the API server interrupted it: the cluster may hold part of it still.
+        if let Some(previous) = current
+            && let Some(reason) = interrupted_rollback(state, &site.channel, number, previous)?
+        {
+            tracing::warn!(
+                release = number,
+                to = previous,
+                "finishing an interrupted rollback"
+            );
+            rollback(state, &site.channel, previous, &reason, applier, now).await?;
+            report.outcome = PassOutcome::RolledBack {
+                failed: number,
+                to: previous,
+                reason,
+            };
+            return Ok(report);
+        }
         report.outcome = PassOutcome::UpToDate {
             release: current.unwrap_or(0),
         };
@@ -405,6 +422,27 @@ pub async fn check_drift(
         findings,
         corrected,
     }))
+}
+
+/// Why `failed` failed, when its rollback to `previous` did not finish: the journal ends with `failed`
+/// for it (the rollback's apply never completed) or with `applied` for `previous` (its health gate never
+/// completed). Both happen when the API server became unavailable during the rollback.
+fn interrupted_rollback(
+    state: &State,
+    channel: &Channel,
+    failed: u64,
+    previous: u64,
+) -> Result<Option<String>, PassError> {
+    let Some(last) = state.last_journal_entry(channel.as_str())? else {
+        return Ok(None);
+    };
+    Ok(match last.state {
+        JournalState::Failed if last.release == failed => Some(last.detail),
+        JournalState::Applied if last.release == previous => Some(format!(
+            "release {failed} failed; the rollback was interrupted"
+        )),
+        _ => None,
+    })
 }
 
 /// The verified chunk index of a release fetched earlier.

@@ -5,6 +5,7 @@
 //! [`Metrics::received_bytes_counter`] and keep it.
 
 use std::fmt;
+use std::sync::{Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use mast_protocol::release::{Channel, ReleaseNumber};
@@ -14,6 +15,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
+
+use crate::freshness::Inputs as FreshnessInputs;
 
 use super::labels::{
     ApplyOutcome, DriftKind, FileKind, MirrorKind, PollOutcome, StatusClass, TufRole,
@@ -47,6 +50,11 @@ pub struct Metrics {
     drift_findings: Family<DriftLabel, Gauge>,
     download_resumes: Family<MirrorKindLabel, Counter>,
     chunk_reuse_bytes: Counter,
+    metadata_expiry: Family<RoleLabel, Gauge>,
+    stale: Gauge,
+    /// What `stale` is judged from at each scrape: staleness grows while the agent sleeps in backoff,
+    /// so it cannot be a value the sync loop set at its last pass.
+    freshness: Mutex<Option<FreshnessInputs>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -146,6 +154,9 @@ impl Metrics {
             drift_findings: Family::default(),
             download_resumes: Family::default(),
             chunk_reuse_bytes: Counter::default(),
+            metadata_expiry: Family::default(),
+            stale: Gauge::default(),
+            freshness: Mutex::new(None),
         };
         metrics.prefill();
         metrics.register();
@@ -221,6 +232,32 @@ impl Metrics {
         self.last_successful_refresh.set(seconds);
     }
 
+    /// Records what staleness is judged from (read from the state database after each pass and at
+    /// start): the last refresh becomes `last_successful_refresh_timestamp_seconds` — so a restarted,
+    /// offline agent reports the refresh it last completed, not none — each trusted role's expiry
+    /// becomes `metadata_expiry_timestamp_seconds`, and every scrape judges `stale` from them.
+    pub fn set_freshness(&self, inputs: FreshnessInputs) {
+        if let Some(at) = inputs.last_refresh {
+            self.last_successful_refresh.set(at.unix_timestamp().max(0));
+        }
+        for role in &inputs.roles {
+            let role_label = match role.role {
+                "root" => TufRole::Root,
+                "timestamp" => TufRole::Timestamp,
+                "snapshot" => TufRole::Snapshot,
+                "targets" => TufRole::Targets,
+                _ => continue,
+            };
+            self.metadata_expiry
+                .get_or_create(&RoleLabel { role: role_label })
+                .set(role.expires.unix_timestamp());
+        }
+        *self
+            .freshness
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(inputs);
+    }
+
     /// Records the version of a role's trusted metadata.
     pub fn set_trusted_version(&self, role: TufRole, version: u64) {
         self.trusted_versions
@@ -273,8 +310,18 @@ impl Metrics {
         self.chunk_reuse_bytes.inc_by(bytes);
     }
 
-    /// Renders every family in `format`.
+    /// Renders every family in `format`, judging `stale` at this instant.
     pub fn encode(&self, format: ExpositionFormat) -> Result<String, fmt::Error> {
+        // A poisoned lock still holds a whole value: it is only ever replaced, never edited in place.
+        let inputs = self
+            .freshness
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(inputs) = inputs.as_ref() {
+            let stale = inputs.assess(time::OffsetDateTime::now_utc()).stale;
+            self.stale.set(i64::from(stale));
+        }
+        drop(inputs);
         let mut out = String::with_capacity(8 * 1024);
         match format {
             ExpositionFormat::OpenMetrics => {
@@ -358,6 +405,18 @@ impl Metrics {
             "download_resumes",
             "Downloads continued from a stored offset instead of from zero",
             self.download_resumes.clone(),
+        );
+        self.registry.register_with_unit(
+            "metadata_expiry_timestamp",
+            "Unix time at which the trusted metadata of each top-level TUF role expires",
+            Unit::Seconds,
+            self.metadata_expiry.clone(),
+        );
+        self.registry.register(
+            "stale",
+            "1 when the site is stale: no refresh completed within stale_after, or trusted metadata \
+             expired or no longer verifying (docs/agent.md)",
+            self.stale.clone(),
         );
         self.registry.register_with_unit(
             "chunk_reuse_saved",
@@ -453,6 +512,39 @@ mod tests {
             "mast_agent_trusted_metadata_version{{role=\"root\"}} {}\n",
             i64::MAX
         )));
+    }
+
+    #[test]
+    fn staleness_is_judged_at_each_scrape_from_the_recorded_inputs() {
+        use crate::freshness::{Inputs, RoleExpiry};
+        let metrics = Metrics::new();
+        let now = time::OffsetDateTime::now_utc();
+        let expires = now + time::Duration::days(7);
+        let mut inputs = Inputs {
+            last_refresh: Some(now - time::Duration::minutes(1)),
+            roles: vec![RoleExpiry {
+                role: "timestamp",
+                version: 9,
+                expires,
+            }],
+            unverified: Vec::new(),
+            stale_after: std::time::Duration::from_secs(3600),
+        };
+        metrics.set_freshness(inputs.clone());
+        let text = metrics.encode(ExpositionFormat::PrometheusText).unwrap();
+        assert!(text.contains("mast_agent_stale 0\n"), "{text}");
+        assert!(text.contains(&format!(
+            "mast_agent_metadata_expiry_timestamp_seconds{{role=\"timestamp\"}} {}\n",
+            expires.unix_timestamp()
+        )));
+        assert!(text.contains(&format!(
+            "mast_agent_last_successful_refresh_timestamp_seconds {}\n",
+            (now - time::Duration::minutes(1)).unix_timestamp()
+        )));
+        inputs.last_refresh = Some(now - time::Duration::hours(2));
+        metrics.set_freshness(inputs);
+        let text = metrics.encode(ExpositionFormat::OpenMetrics).unwrap();
+        assert!(text.contains("mast_agent_stale 1\n"), "{text}");
     }
 
     #[test]

@@ -250,7 +250,18 @@ impl KubeApi {
     /// The next `times` requests whose path starts with `path` (e.g. `/apis/apps/v1/namespaces/edge`)
     /// are answered with `code` (409, 410, 429, 500, ...) and a `Status` body, without touching state.
     pub fn fail_next(&self, path: &str, code: u16, times: usize) {
-        self.lock().add_fault(path, code, times);
+        self.lock().add_fault(None, path, code, times);
+    }
+
+    /// [`KubeApi::fail_next`] for requests of one method only (`PATCH`, `DELETE`): writes fail while
+    /// reads of the same objects go on.
+    pub fn fail_next_method(&self, method: &str, path: &str, code: u16, times: usize) {
+        self.lock().add_fault(Some(method), path, code, times);
+    }
+
+    /// Drops every injected failure not yet consumed: the server answers normally again.
+    pub fn clear_faults(&self) {
+        self.lock().clear_faults();
     }
 
     /// How long a CRD takes from being written to being `Established` (and its resource discoverable);

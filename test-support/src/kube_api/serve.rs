@@ -38,7 +38,7 @@ pub(crate) async fn handle(
             false => format!("?{}", encode_query(&query)),
         }
     ));
-    if let Some(code) = store.take_fault(&path) {
+    if let Some(code) = store.take_fault(method.as_str(), &path) {
         let failure = ApiFailure::new(code, reason_of(code), "injected by the test API server");
         return Ok(failure_response(&failure));
     }

@@ -107,9 +107,11 @@ pub(crate) enum Target {
     Status,
 }
 
-/// A failure to inject: the next `times` requests whose path starts with `path` get `code`.
+/// A failure to inject: the next `times` requests whose path starts with `path` (and whose method is
+/// `method`, when one is given) get `code`.
 #[derive(Debug, Clone)]
 struct Fault {
+    method: Option<String>,
     path: String,
     code: u16,
     times: usize,
@@ -191,20 +193,27 @@ impl Store {
             .cloned()
     }
 
-    pub(crate) fn add_fault(&mut self, path: &str, code: u16, times: usize) {
+    pub(crate) fn add_fault(&mut self, method: Option<&str>, path: &str, code: u16, times: usize) {
         self.faults.push(Fault {
+            method: method.map(str::to_owned),
             path: path.to_owned(),
             code,
             times,
         });
     }
 
-    /// Consumes one injected failure for `path`, if any.
-    pub(crate) fn take_fault(&mut self, path: &str) -> Option<u16> {
-        let fault = self
-            .faults
-            .iter_mut()
-            .find(|f| f.times > 0 && path.starts_with(&f.path))?;
+    /// Drops every injected failure.
+    pub(crate) fn clear_faults(&mut self) {
+        self.faults.clear();
+    }
+
+    /// Consumes one injected failure for `method` on `path`, if any.
+    pub(crate) fn take_fault(&mut self, method: &str, path: &str) -> Option<u16> {
+        let fault = self.faults.iter_mut().find(|f| {
+            f.times > 0
+                && path.starts_with(&f.path)
+                && f.method.as_deref().is_none_or(|m| m == method)
+        })?;
         fault.times -= 1;
         Some(fault.code)
     }
