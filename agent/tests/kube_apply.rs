@@ -202,7 +202,7 @@ fn managers(live: &Value) -> Vec<String> {
 }
 
 #[test]
-fn applies_updates_and_prunes_within_the_delete_guard() {
+fn applies_updates_prunes_within_the_delete_guard_and_orphans_when_asked() {
     let w = World::new();
     w.api.simulate_controllers(true);
     w.write("00-namespace.yaml", &namespace("edge"));
@@ -321,6 +321,45 @@ fn applies_updates_and_prunes_within_the_delete_guard() {
         .object("apps/v1", "Deployment", Some("edge"), "web")
         .unwrap();
     assert_eq!(image(&web), "web:2");
+
+    // The bundle widens its guard to half the inventory: the same three deletions go through.
+    w.write("mast.toml", "max_delete = { fraction = 0.5 }\n");
+    assert_eq!(w.release(), 4);
+    let out = w.once();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        stdout(&out).contains("applied release 4: 1 written, 3 unchanged, 3 pruned"),
+        "{}",
+        text(&out)
+    );
+    for i in 2..5 {
+        assert!(
+            w.object("v1", "ConfigMap", Some("edge"), &format!("config-{i}"))
+                .is_none()
+        );
+    }
+
+    // With `prune = "orphan"` objects that leave the release stay in the cluster, and leave the inventory.
+    w.write("mast.toml", "prune = \"orphan\"\n");
+    w.remove("config-1.yaml");
+    assert_eq!(w.release(), 5);
+    let out = w.once();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        stdout(&out).contains("applied release 5: 0 written, 3 unchanged, 0 pruned"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        w.object("v1", "ConfigMap", Some("edge"), "config-1")
+            .is_some()
+    );
+    let state = State::open(&w.site.state()).unwrap();
+    let inventory = state.inventory("prod").unwrap();
+    assert!(
+        !inventory.contains(&"/v1/ConfigMap/edge/config-1".to_owned()),
+        "{inventory:?}"
+    );
 }
 
 #[test]
