@@ -5,7 +5,7 @@
 //! | code | meaning |
 //! |---|---|
 //! | 0 | the site runs the newest release it may run (applied now, already running, none published, or not in this release's rollout) |
-//! | 1 | the pass failed: no mirror gave verifiable metadata or content, the release is refused, or the apply or health gate failed (the last healthy release is put back); the site keeps a known state |
+//! | 1 | the pass failed: no mirror gave verifiable metadata or content, the release is refused, or the apply or health gate failed (the last healthy release is put back), or the API server stayed unavailable (the release is applied again later); the site keeps a known state |
 //! | 3 | a newer release is verified and held locally, waiting for its rollout wave or a change window |
 //! | 64 | bad configuration or arguments (`EX_USAGE`), naming the key |
 
