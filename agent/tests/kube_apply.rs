@@ -795,6 +795,104 @@ fn a_rollback_the_api_server_interrupted_is_finished_on_the_next_pass() {
 }
 
 #[test]
+fn the_health_gate_passes_finished_workloads_of_every_kind_and_ends_at_a_failed_job() {
+    let w = World::new();
+    w.api.simulate_controllers(true);
+    // A gate that only a verdict can end: the timeout is far beyond the test's own bound.
+    w.write("mast.toml", "health_timeout = \"10m\"\n");
+    w.write("00-namespace.yaml", &namespace("edge"));
+    w.write(
+        "db.yaml",
+        "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: db, namespace: edge}\nspec:\n  replicas: 2\n  serviceName: db\n  selector: {matchLabels: {app: db}}\n  template:\n    metadata: {labels: {app: db}}\n    spec: {containers: [{name: db, image: 'db:1'}]}\n",
+    );
+    w.write(
+        "agent.yaml",
+        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: node-agent, namespace: edge}\nspec:\n  selector: {matchLabels: {app: node-agent}}\n  template:\n    metadata: {labels: {app: node-agent}}\n    spec: {containers: [{name: a, image: 'agent:1'}]}\n",
+    );
+    w.write(
+        "data.yaml",
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: data, namespace: edge}\nspec:\n  accessModes: [ReadWriteOnce]\n  resources: {requests: {storage: 1Gi}}\n",
+    );
+    let job = |name: &str| {
+        format!(
+            "apiVersion: batch/v1\nkind: Job\nmetadata: {{name: {name}, namespace: edge}}\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers: [{{name: m, image: 'migrate:1'}}]\n"
+        )
+    };
+    w.write("migrate.yaml", &job("migrate-1"));
+    w.release();
+    let out = output_within(
+        {
+            let mut cmd = w.agent();
+            cmd.arg("once");
+            cmd
+        },
+        Duration::from_secs(120),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        stdout(&out).contains("applied release 1: 5 written"),
+        "{}",
+        text(&out)
+    );
+
+    // Release 2's migration never completes by itself; while the gate waits, it fails.
+    w.api.stall("Job", "edge", "migrate-2");
+    w.write("migrate.yaml", &job("migrate-2"));
+    assert_eq!(w.release(), 2);
+    let before = w.api.requests().len();
+    let child = w
+        .agent()
+        .arg("once")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let polled = "GET /apis/batch/v1/namespaces/edge/jobs/migrate-2";
+    while w
+        .requests_since(before)
+        .iter()
+        .filter(|r| r.starts_with(polled))
+        .count()
+        < 2
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the gate never polled the job"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    w.api
+        .set_status(
+            "batch/v1",
+            "Job",
+            Some("edge"),
+            "migrate-2",
+            json!({"failed": 7, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]}),
+        )
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stdout(&out).contains(
+            "release 2 failed and release 1 was put back: release 2: health gate: batch/v1 Job \
+             edge/migrate-2: job failed: BackoffLimitExceeded"
+        ),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        w.object("batch/v1", "Job", Some("edge"), "migrate-2")
+            .is_none()
+    );
+    assert!(
+        w.object("batch/v1", "Job", Some("edge"), "migrate-1")
+            .is_some()
+    );
+    assert_eq!(w.site.status()["channels"]["prod"]["current_release"], 1);
+}
+
+#[test]
 fn a_custom_resource_is_applied_after_its_definition_is_established() {
     let w = World::new();
     w.api.set_crd_delay(Duration::from_millis(700));
