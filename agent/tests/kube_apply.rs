@@ -635,7 +635,9 @@ fn an_unavailable_api_server_fails_the_pass_as_transient_and_the_release_is_appl
     ];
     for (outage, start) in outages {
         start();
+        let began = Instant::now();
         let out = once();
+        eprintln!("{outage}: the pass failed after {:?}", began.elapsed());
         w.api.clear_faults();
         assert_eq!(out.status.code(), Some(1), "{outage}: {}", text(&out));
         assert!(
