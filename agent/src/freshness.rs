@@ -73,7 +73,7 @@ pub struct RoleExpiry {
 
 /// How close a role is to its expiry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Expiry {
+pub enum ExpiryState {
     /// More than [`EXPIRY_WARNING`] left.
     Valid,
     /// Expires within [`EXPIRY_WARNING`].
@@ -98,7 +98,7 @@ pub struct Freshness {
     /// The threshold used.
     pub stale_after: Duration,
     /// Each trusted role, its expiry and how close it is.
-    pub roles: Vec<(RoleExpiry, Expiry)>,
+    pub roles: Vec<(RoleExpiry, ExpiryState)>,
 }
 
 impl Inputs {
@@ -183,13 +183,13 @@ impl Inputs {
             )),
             Some(_) => {}
         }
-        let roles: Vec<(RoleExpiry, Expiry)> = self
+        let roles: Vec<(RoleExpiry, ExpiryState)> = self
             .roles
             .iter()
             .map(|r| (r.clone(), expiry(r.expires, now)))
             .collect();
         for (r, state) in &roles {
-            if *state == Expiry::Expired {
+            if *state == ExpiryState::Expired {
                 reasons.push(format!(
                     "trusted {} v{} expired at {}",
                     r.role,
@@ -215,7 +215,7 @@ impl Inputs {
     }
 }
 
-impl Expiry {
+impl ExpiryState {
     /// The name `status` prints.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -257,13 +257,13 @@ impl Freshness {
     }
 }
 
-fn expiry(expires: OffsetDateTime, now: OffsetDateTime) -> Expiry {
+fn expiry(expires: OffsetDateTime, now: OffsetDateTime) -> ExpiryState {
     if now >= expires {
-        Expiry::Expired
+        ExpiryState::Expired
     } else if expires - now <= EXPIRY_WARNING {
-        Expiry::ExpiresSoon
+        ExpiryState::ExpiresSoon
     } else {
-        Expiry::Valid
+        ExpiryState::Valid
     }
 }
 
@@ -313,7 +313,7 @@ mod tests {
         assert_eq!(f.since_refresh, Some(Duration::from_secs(14 * 60)));
         assert_eq!(
             f.roles.iter().map(|(_, e)| *e).collect::<Vec<_>>(),
-            [Expiry::Valid, Expiry::Valid]
+            [ExpiryState::Valid, ExpiryState::Valid]
         );
     }
 
@@ -336,7 +336,7 @@ mod tests {
         let soon = datetime!(2026-12-07 00:00 UTC);
         let f = inputs(Some(soon)).assess(soon);
         assert!(!f.stale);
-        assert_eq!(f.roles[1].1, Expiry::ExpiresSoon);
+        assert_eq!(f.roles[1].1, ExpiryState::ExpiresSoon);
         let json = f.to_json();
         assert_eq!(json["metadata"]["timestamp"]["state"], "expires_soon");
         assert_eq!(
