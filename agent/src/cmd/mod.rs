@@ -16,6 +16,7 @@ mod status;
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use mast_mirror::{Mirror, MirrorOptions, MirrorRead, MirrorSpec};
 use mast_protocol::release::AgentVersion;
@@ -27,6 +28,7 @@ use crate::config::{Applier as ApplierConfig, Config, ConfigError};
 use crate::schedule::{MirrorPenalties, PollPolicy};
 use crate::state::{State, StateError};
 use crate::sync::{PassError, PassOutcome, PassReport, Site, run_pass};
+use crate::telemetry::Metrics;
 
 pub use daemon::{DRAIN_GRACE, run};
 pub use import::import;
@@ -85,6 +87,8 @@ pub struct Agent {
     penalties: MirrorPenalties,
     /// The backoff the penalties follow.
     poll: PollPolicy,
+    /// Where passes count requests and refused bytes; the daemon's `/metrics` shares it.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Agent {
@@ -133,6 +137,7 @@ impl Agent {
             keep_releases: config.keep_releases.get(),
             penalties: MirrorPenalties::default(),
             poll: config.poll,
+            metrics: Arc::new(Metrics::new()),
         })
     }
 
@@ -151,6 +156,7 @@ impl Agent {
             &self.site,
             self.applier.as_mut(),
             now,
+            &self.metrics,
         )
         .await;
         let failures = match &result {

@@ -7,9 +7,10 @@
 //!    lying, stale, rolled back) is recorded and the next one is tried.
 //! 2. **Select** — the channel's newest release in the trusted targets, refusing one below the highest
 //!    release this site ever recorded, or one that needs a newer agent.
-//! 3. **Fetch** — the signed chunk index, then only the chunks the site does not hold, each checked against
-//!    the index before zstd sees it and stored; a chunk that fails on one mirror is fetched from the next.
-//!    The release is then `staged` in the journal.
+//! 3. **Fetch** — the signed chunk index, then only the chunks the site does not hold, up to
+//!    [`CHUNKS_IN_FLIGHT`] at once, each checked against the index before zstd sees it; a chunk that
+//!    fails on one mirror is fetched from the next. Verified chunks are stored in batched transactions as
+//!    they arrive, so a crash keeps what was fetched. The release is then `staged` in the journal.
 //! 4. **Gate** — the release's rollout wave for this site's seed and the change windows say whether to
 //!    apply now.
 //! 5. **Apply** — the tar is rebuilt from the local store and checked against the signed digest, walked
@@ -18,13 +19,17 @@
 //! A pass that fails at any point leaves the site as it was: what runs keeps running, and nothing is ever
 //! removed because a mirror or the network is gone.
 
-use mast_mirror::client::{
-    Client, ClientError, TimestampRead, Validators, fetch_target, fetch_verified,
-};
-use mast_mirror::{Mirror, MirrorRead, ObjectPath};
+mod observe;
+
+use std::time::Duration;
+
+use futures_util::FutureExt as _;
+use futures_util::stream::{FuturesUnordered, StreamExt as _};
+use mast_mirror::client::{Client, ClientError, TimestampRead, Validators, fetch_target};
+use mast_mirror::{Mirror, MirrorRead};
 use mast_protocol::bundle::options::{BundleOptions, Drift, OPTIONS_FILES};
 use mast_protocol::bundle::{
-    ChunkIndex, IndexLimits, Reassembler, TarFile, WalkLimits, verify_chunk, walk,
+    ChunkIndex, ChunkRef, IndexLimits, Reassembler, TarFile, WalkLimits, walk,
 };
 use mast_protocol::digest::Sha256Digest;
 use mast_protocol::release::{
@@ -34,8 +39,20 @@ use mast_protocol::tuf::{Limits, TrustedMetadata};
 use time::OffsetDateTime;
 
 use crate::apply::{Applier, ApplyError, ApplyReport, ApplyRequest, DriftFinding, Health};
-use crate::schedule::{ApplyGate, ChangeWindows};
+use crate::fetch::{ChunkError, fetch_chunk};
+use crate::schedule::{ApplyGate, ChangeWindows, parse_max_age};
 use crate::state::{JournalState, State, StateError, rfc3339};
+use crate::telemetry::Metrics;
+
+pub use observe::{Observed, mirror_kind};
+
+/// Chunks requested at once. Enough to keep a link to a CDN or registry busy despite per-request
+/// latency, few enough that a slow link does not split its bandwidth into slivers that each take long
+/// to finish (a killed pass loses at most the chunks in flight) and that a mirror is not flooded.
+pub const CHUNKS_IN_FLIGHT: usize = 12;
+
+/// Most verified chunk bytes held in memory before they are committed, whatever else is still arriving.
+const BATCH_BYTES: usize = 8 << 20;
 
 /// What a site is, for a pass: its channel, rollout seed, change windows and agent version.
 #[derive(Debug, Clone)]
@@ -117,6 +134,9 @@ pub struct PassReport {
     pub chunks_fetched: usize,
     /// Chunks the release needed that the site already held.
     pub chunks_held: usize,
+    /// The `max-age` of the `Cache-Control` the trusted mirror sent with `timestamp.json`, for the
+    /// scheduler (which never polls sooner than its interval because of it).
+    pub timestamp_max_age: Option<Duration>,
 }
 
 /// Why a pass failed. Every variant leaves the site running what it ran.
@@ -200,22 +220,28 @@ impl PassError {
     }
 }
 
-/// Runs one pass. `mirrors` are tried in order; `now` is the pass's one instant (TUF §5.1).
+/// Runs one pass. `mirrors` are tried in order; `now` is the pass's one instant (TUF §5.1). Requests,
+/// "not modified" answers and refused bytes are counted in `metrics`.
 pub async fn run_pass(
     state: &mut State,
     mirrors: &[Mirror],
     site: &Site,
     applier: &mut dyn Applier,
     now: OffsetDateTime,
+    metrics: &Metrics,
 ) -> Result<PassReport, PassError> {
-    let (first, trusted, skipped) = refresh(state, mirrors, now).await?;
+    let mirrors: Vec<Observed<'_>> = mirrors.iter().map(|m| Observed::new(m, metrics)).collect();
+    let mirrors = &mirrors[..];
+    let refreshed = refresh(state, mirrors, now, metrics).await?;
+    let (first, trusted) = (refreshed.position, refreshed.trusted);
     let mut report = PassReport {
         outcome: PassOutcome::NoRelease,
         mirror: mirrors[first].describe(),
-        skipped,
+        skipped: refreshed.failures,
         bytes_fetched: 0,
         chunks_fetched: 0,
         chunks_held: 0,
+        timestamp_max_age: refreshed.max_age,
     };
     state.set_fact("last_contact", &rfc3339(now))?;
     state.set_fact("last_mirror", &report.mirror)?;
@@ -237,7 +263,7 @@ pub async fn run_pass(
         return Ok(report);
     }
 
-    let index = fetch_release(state, mirrors, first, &selected, now, &mut report).await?;
+    let index = fetch_release(state, mirrors, first, &selected, now, metrics, &mut report).await?;
     match ApplyGate::decide(
         selected.release.waves.decision(site.seed, now),
         &site.windows,
@@ -454,12 +480,21 @@ fn unpack(tar: &[u8], release: u64) -> Result<(Vec<TarFile<'_>>, BundleOptions),
     Ok((files, options))
 }
 
+/// What a refresh gave: the mirror that served it, what is now trusted, who failed before it.
+struct Refreshed {
+    position: usize,
+    trusted: TrustedMetadata,
+    failures: Vec<MirrorFailure>,
+    max_age: Option<Duration>,
+}
+
 /// Walks the mirrors until one refreshes; returns its position, the trusted metadata and the failures.
-async fn refresh(
+async fn refresh<M: MirrorRead>(
     state: &mut State,
-    mirrors: &[Mirror],
+    mirrors: &[M],
     now: OffsetDateTime,
-) -> Result<(usize, TrustedMetadata, Vec<MirrorFailure>), PassError> {
+    metrics: &Metrics,
+) -> Result<Refreshed, PassError> {
     let mut failures = Vec::new();
     for (position, mirror) in mirrors.iter().enumerate() {
         // Each attempt starts from what is durably trusted, including what a failed attempt stored.
@@ -485,6 +520,7 @@ async fn refresh(
             Ok(()) => {
                 let trusted = client.trusted().clone();
                 let read = client.timestamp_read().clone();
+                let max_age = client.timestamp_cache_control().and_then(parse_max_age);
                 drop(client);
                 // The validators go with the timestamp this mirror gave and the refresh kept: the next
                 // idle poll of this mirror is then one conditional request answered "not modified".
@@ -492,10 +528,18 @@ async fn refresh(
                 if let TimestampRead::Fetched(validators) = read {
                     state.set_fact(&key, &format_validators(&validators, now))?;
                 }
-                return Ok((position, trusted, failures));
+                return Ok(Refreshed {
+                    position,
+                    trusted,
+                    failures,
+                    max_age,
+                });
             }
             Err(e) => {
                 tracing::warn!(mirror = %mirror.describe(), error = %e, "mirror skipped");
+                if let ClientError::Tuf(tuf) = &e {
+                    metrics.record_verification_failure(tuf.kind());
+                }
                 failures.push(failure(mirror, &e));
             }
         }
@@ -528,17 +572,18 @@ fn select(
 }
 
 /// Fetches the index and every chunk the site lacks, trying mirrors from `first` on; stages the release.
-async fn fetch_release(
+async fn fetch_release<M: MirrorRead>(
     state: &mut State,
-    mirrors: &[Mirror],
+    mirrors: &[M],
     first: usize,
     selected: &SelectedRelease,
     now: OffsetDateTime,
+    metrics: &Metrics,
     report: &mut PassReport,
 ) -> Result<ChunkIndex, PassError> {
     let release = &selected.release;
     let number = release.number.get();
-    let order: Vec<&Mirror> = mirrors
+    let order: Vec<&M> = mirrors
         .iter()
         .skip(first)
         .chain(&mirrors[..first])
@@ -554,7 +599,18 @@ async fn fetch_release(
                 index_bytes = Some(bytes);
                 break;
             }
-            Err(e) => failures.push(failure(mirror, &e)),
+            Err(e) => {
+                if let ClientError::Target { .. } = e {
+                    metrics.record_verification_failure(
+                        if bytes.len() as u64 == target.file.length {
+                            mast_protocol::tuf::ErrorKind::Hash
+                        } else {
+                            mast_protocol::tuf::ErrorKind::Length
+                        },
+                    );
+                }
+                failures.push(failure(*mirror, &e));
+            }
         }
     }
     let Some(index_bytes) = index_bytes else {
@@ -581,48 +637,34 @@ async fn fetch_release(
         )));
     }
 
-    let mut wanted = Vec::new();
     let mut listed = std::collections::HashSet::new();
+    let mut missing = Vec::new();
     for entry in index.chunks() {
-        if listed.insert(entry.sha256()) {
-            wanted.push(entry);
-        }
-    }
-    for entry in wanted {
-        if state.has_chunk(&entry.sha256())? {
-            report.chunks_held += 1;
+        if !listed.insert(entry.sha256()) {
             continue;
         }
-        let mut stored = false;
-        for mirror in &order {
-            match fetch_chunk(*mirror, entry.sha256(), entry.length(), |bytes| {
-                verify_chunk(entry, bytes)
-                    .map(drop)
-                    .map_err(|e| e.to_string())
-            })
-            .await
-            {
-                Ok(bytes) => {
-                    state.put_chunk(&entry.sha256(), &bytes, now)?;
-                    report.bytes_fetched += bytes.len() as u64;
-                    report.chunks_fetched += 1;
-                    stored = true;
-                    break;
-                }
-                Err(reason) => failures.push(MirrorFailure {
-                    mirror: mirror.describe(),
-                    reason,
-                    retry_after: None,
-                }),
-            }
-        }
-        if !stored {
-            return Err(PassError::Content {
-                release: number,
-                failures,
-            });
+        if state.has_chunk(&entry.sha256())? {
+            report.chunks_held += 1;
+        } else {
+            missing.push(entry);
         }
     }
+    let fetched = fetch_chunks(state, &order, &missing, now, metrics, report).await;
+    // A mirror that failed a chunk that another then served was skipped, not fatal: the scheduler
+    // demotes it like a mirror that failed the refresh.
+    for skipped in fetched.skipped {
+        if !report.skipped.iter().any(|s| s.mirror == skipped.mirror) {
+            report.skipped.push(skipped);
+        }
+    }
+    if let Some(chunk_failures) = fetched.failed {
+        failures.extend(chunk_failures);
+        return Err(PassError::Content {
+            release: number,
+            failures,
+        });
+    }
+    fetched.stored?;
     let chunks: Vec<Sha256Digest> = listed.into_iter().collect();
     state.record_release(
         release.channel.as_str(),
@@ -642,30 +684,123 @@ async fn fetch_release(
     Ok(index)
 }
 
-/// Reads one chunk whole, checks its length and sha256 while it streams and then `check` (zstd and the
-/// raw digest) before anything stores it.
-async fn fetch_chunk<M: MirrorRead>(
-    mirror: &M,
-    sha256: Sha256Digest,
-    length: u64,
-    check: impl FnOnce(&[u8]) -> Result<(), String>,
-) -> Result<Vec<u8>, String> {
-    let mut bytes = Vec::with_capacity(usize::try_from(length).unwrap_or(0));
-    fetch_verified(
-        mirror,
-        &ObjectPath::Chunk(sha256),
-        length,
-        &sha256,
-        &mut bytes,
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    check(&bytes)?;
-    Ok(bytes)
+/// What fetching a release's missing chunks came to.
+struct ChunksFetched {
+    /// Failures of mirrors that another mirror then covered, one per mirror.
+    skipped: Vec<MirrorFailure>,
+    /// Every mirror's failure for a chunk none of them served; the pass fails on it.
+    failed: Option<Vec<MirrorFailure>>,
+    /// Whether storing went well.
+    stored: Result<(), StateError>,
+}
+
+/// Fetches `missing` with up to [`CHUNKS_IN_FLIGHT`] requests at once, each chunk from the first mirror
+/// in `order` that serves it verified, and stores what arrives in batched transactions: every verified
+/// chunk that has arrived by the time the last commit returned goes into the next one (at most
+/// [`BATCH_BYTES`]). On a fast link a commit's fsync lets many chunks arrive, so the batches grow; on a
+/// slow one every chunk is committed as soon as it is verified. Stops fetching at the first chunk no
+/// mirror serves, keeping (committing) what was verified before.
+async fn fetch_chunks<M: MirrorRead>(
+    state: &mut State,
+    order: &[&M],
+    missing: &[&ChunkRef],
+    now: OffsetDateTime,
+    metrics: &Metrics,
+    report: &mut PassReport,
+) -> ChunksFetched {
+    let mut out = ChunksFetched {
+        skipped: Vec::new(),
+        failed: None,
+        stored: Ok(()),
+    };
+    let mut queue = missing.iter().copied();
+    let mut in_flight = FuturesUnordered::new();
+    in_flight.extend(
+        queue
+            .by_ref()
+            .take(CHUNKS_IN_FLIGHT)
+            .map(|entry| fetch_any(order, entry)),
+    );
+    let mut batch: Vec<(Sha256Digest, Vec<u8>)> = Vec::new();
+    let mut batch_bytes = 0;
+    while let Some(mut next) = in_flight.next().await {
+        loop {
+            let (entry, result, errors) = next;
+            for error in &errors {
+                if let Some(reason) = error.verification_failure() {
+                    metrics.record_verification_failure(reason);
+                }
+            }
+            let errors = errors.iter().zip(order).map(|(e, m)| MirrorFailure {
+                mirror: m.describe(),
+                reason: e.to_string(),
+                retry_after: match e {
+                    ChunkError::Mirror { source, .. } => source.retry_after().map(str::to_owned),
+                    ChunkError::Refused { .. } => None,
+                },
+            });
+            match result {
+                Some(bytes) => {
+                    out.skipped.extend(errors);
+                    report.bytes_fetched += bytes.len() as u64;
+                    report.chunks_fetched += 1;
+                    batch_bytes += bytes.len();
+                    batch.push((entry.sha256(), bytes));
+                    if out.failed.is_none()
+                        && let Some(entry) = queue.next()
+                    {
+                        in_flight.push(fetch_any(order, entry));
+                    }
+                }
+                None => {
+                    out.failed.get_or_insert_with(Vec::new).extend(errors);
+                }
+            }
+            if batch_bytes >= BATCH_BYTES {
+                break;
+            }
+            // Take whatever else has already arrived, without waiting, into the same commit.
+            match in_flight.next().now_or_never() {
+                Some(Some(ready)) => next = ready,
+                _ => break,
+            }
+        }
+        if !batch.is_empty() {
+            if let Err(e) = state.put_chunks(&batch, now) {
+                out.stored = Err(e);
+                return out;
+            }
+            batch.clear();
+            batch_bytes = 0;
+        }
+        if out.failed.is_some() && in_flight.is_empty() {
+            break;
+        }
+    }
+    out
+}
+
+/// Fetches one chunk from the first mirror in `order` that serves it verified. Returns the chunk, its
+/// bytes if some mirror served them, and the failures of the mirrors tried before (in `order`).
+async fn fetch_any<'e, M: MirrorRead>(
+    order: &[&M],
+    entry: &'e ChunkRef,
+) -> (&'e ChunkRef, Option<Vec<u8>>, Vec<ChunkError>) {
+    let mut errors = Vec::new();
+    for mirror in order {
+        match fetch_chunk(*mirror, entry).await {
+            Ok(bytes) => return (entry, Some(bytes), errors),
+            Err(e) => {
+                tracing::debug!(error = %e, "chunk not fetched from this mirror");
+                errors.push(e);
+            }
+        }
+    }
+    (entry, None, errors)
 }
 
 /// The fact under which a mirror's `timestamp.json` validators are kept.
-fn validators_key(mirror: &Mirror) -> String {
+fn validators_key(mirror: &impl MirrorRead) -> String {
     format!("timestamp_validators {}", mirror.describe())
 }
 
@@ -701,7 +836,7 @@ fn parse_validators(fact: &str, now: OffsetDateTime) -> Option<Validators> {
     (validators.etag.is_some() || validators.last_modified.is_some()).then_some(validators)
 }
 
-fn failure(mirror: &Mirror, error: &ClientError) -> MirrorFailure {
+fn failure(mirror: &impl MirrorRead, error: &ClientError) -> MirrorFailure {
     let retry_after = match error {
         ClientError::Mirror(e) => e.retry_after().map(str::to_owned),
         _ => None,
