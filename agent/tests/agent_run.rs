@@ -243,7 +243,12 @@ fn the_metrics_count_what_the_mirrors_logged_and_a_refused_chunk_skips_its_mirro
     let timestamp = |u: &str| u.ends_with("/timestamp.json");
     let deadline = Instant::now() + Duration::from_secs(60);
     while logged(&honest, timestamp, 304) < 2 {
-        assert!(Instant::now() < deadline, "no idle polls");
+        assert!(
+            Instant::now() < deadline,
+            "no idle polls; lying: {:?}; honest: {:?}",
+            lying.requests(),
+            honest.requests()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     // The scrape and the logs must describe the same passes: retry while a poll lands in between.

@@ -463,11 +463,18 @@ async fn chunks_are_accepted_only_when_they_match_their_index_entry() {
             .unwrap()
             .bytes,
     );
-    // A mirror that serves another chunk's bytes under this one's name, and one that appends a byte.
+    // A mirror that serves a chunk with one byte changed, and one that appends a byte.
+    let mut changed = chunks
+        .iter()
+        .find(|c| c.digest == swapped.sha256())
+        .unwrap()
+        .bytes
+        .clone();
+    changed[100] ^= 1;
     write(
         root.path(),
         &format!("chunks/{}", swapped.sha256()),
-        &chunks[0].bytes[..swapped.length() as usize - 1],
+        &changed,
     );
     let mut longer = chunks
         .iter()

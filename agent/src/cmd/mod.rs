@@ -166,7 +166,11 @@ impl Agent {
         for failure in failures {
             self.penalties.failed(&failure.mirror, now, &self.poll);
         }
-        if let Ok(report) = &result {
+        // The mirror that gave the metadata is cleared, unless it failed a chunk in the same pass (a
+        // mirror serving bytes that do not verify stays demoted however good its metadata).
+        if let Ok(report) = &result
+            && !report.skipped.iter().any(|s| s.mirror == report.mirror)
+        {
             self.penalties.served(&report.mirror);
         }
         if let Ok(PassReport {
