@@ -115,6 +115,14 @@ fn a_tampered_mirror_is_skipped_and_only_lying_mirrors_apply_nothing() {
     let mut bytes = fs::read(&chunk).unwrap();
     bytes[10] ^= 0xff;
     fs::write(&chunk, bytes).unwrap();
+    // Its bundle.tar.gz is not gzip at all, so the first install falls back to chunks and meets that one.
+    let bundle = fs::read_dir(liar.path().join("targets/channels/prod/1"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".bundle.tar.gz"))
+        .unwrap();
+    let length = fs::metadata(&bundle).unwrap().len() as usize;
+    fs::write(&bundle, vec![b'x'; length]).unwrap();
     let liar_server = nginx(liar.path());
     let honest = nginx(&repo.repo);
 

@@ -39,7 +39,7 @@ use mast_protocol::tuf::{Limits, TrustedMetadata};
 use time::OffsetDateTime;
 
 use crate::apply::{Applier, ApplyError, ApplyReport, ApplyRequest, DriftFinding, Health};
-use crate::fetch::{ChunkError, fetch_chunk};
+use crate::fetch::{BundleFillError, ChunkError, fetch_chunk, fill_from_bundle};
 use crate::schedule::{ApplyGate, ChangeWindows, parse_max_age};
 use crate::state::{JournalState, State, StateError, rfc3339};
 use crate::telemetry::Metrics;
@@ -649,6 +649,12 @@ async fn fetch_release<M: MirrorRead>(
             missing.push(entry);
         }
     }
+    if report.chunks_held == 0 && missing.len() > 1 {
+        missing = first_install(
+            state, order[0], selected, &index, missing, now, metrics, report,
+        )
+        .await?;
+    }
     let fetched = fetch_chunks(state, &order, &missing, now, metrics, report).await;
     // A mirror that failed a chunk that another then served was skipped, not fatal: the scheduler
     // demotes it like a mirror that failed the refresh.
@@ -682,6 +688,49 @@ async fn fetch_release<M: MirrorRead>(
         now,
     )?;
     Ok(index)
+}
+
+/// A first install: the site holds none of the release's chunks, so one request for the whole
+/// `bundle.tar.gz` replaces one per chunk — on a registry every blob request costs a lookup, on a CDN a
+/// round trip. The chunks are recreated from it and stored only when they are the signed blobs; what it
+/// did not give (a failed read, a mirror that lied, a zstd that frames a chunk differently) is returned,
+/// to be fetched as chunks from every mirror in turn.
+#[allow(clippy::too_many_arguments)]
+async fn first_install<'i, M: MirrorRead>(
+    state: &mut State,
+    mirror: &M,
+    selected: &SelectedRelease,
+    index: &ChunkIndex,
+    missing: Vec<&'i ChunkRef>,
+    now: OffsetDateTime,
+    metrics: &Metrics,
+    report: &mut PassReport,
+) -> Result<Vec<&'i ChunkRef>, PassError> {
+    match fill_from_bundle(mirror, &selected.bundle, index, state, now).await {
+        Ok(fill) => {
+            report.bytes_fetched += fill.fetched;
+            report.chunks_fetched += fill.stored;
+        }
+        Err(BundleFillError::State(e)) => return Err(e.into()),
+        Err(e) => {
+            tracing::warn!(error = %e, "first install from the bundle failed; fetching chunks");
+            if let Some(reason) = e.verification_failure() {
+                metrics.record_verification_failure(reason);
+            }
+            report.skipped.push(MirrorFailure {
+                mirror: mirror.describe(),
+                reason: e.to_string(),
+                retry_after: e.retry_after().map(str::to_owned),
+            });
+        }
+    }
+    let mut still = Vec::new();
+    for entry in missing {
+        if !state.has_chunk(&entry.sha256())? {
+            still.push(entry);
+        }
+    }
+    Ok(still)
 }
 
 /// What fetching a release's missing chunks came to.
