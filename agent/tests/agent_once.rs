@@ -33,6 +33,20 @@ fn applies_a_release_then_idles_then_fetches_only_the_changed_chunks() {
         applied[7].1,
         fs::read(repo.manifests.join(&applied[7].0)).unwrap()
     );
+    // A first install reads the bundle once and recreates its chunks: no chunk request.
+    let first_install = server.requests();
+    assert!(
+        first_install.iter().all(|r| !r.uri.starts_with("/chunks/")),
+        "{first_install:?}"
+    );
+    assert_eq!(
+        first_install
+            .iter()
+            .filter(|r| r.uri.ends_with(".bundle.tar.gz") && r.status == 200)
+            .count(),
+        1,
+        "{first_install:?}"
+    );
     let status = site.status();
     assert_eq!(status["channels"]["prod"]["current_release"], 1);
     assert_eq!(status["trusted"]["root"], 1);
