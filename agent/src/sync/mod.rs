@@ -54,6 +54,17 @@ pub const CHUNKS_IN_FLIGHT: usize = 12;
 /// Most verified chunk bytes held in memory before they are committed, whatever else is still arriving.
 const BATCH_BYTES: usize = 8 << 20;
 
+/// What one request costs on the wire besides its body, both ways (HTTP/1.1 request line and headers,
+/// response status and headers), as the fault proxy measures an idle poll's two requests: about 390
+/// bytes each.
+const REQUEST_WIRE_BYTES: u64 = 400;
+
+/// How many more bytes than its chunks a first install may move to read the whole bundle in one request
+/// instead: a tenth. gzip over the whole tar and zstd per chunk come out within a few percent of each
+/// other on data that does not compress (the bundle wins on requests), while on YAML zstd per chunk can
+/// be a third smaller (the chunks win on bytes, which is what a metered link pays for).
+const BUNDLE_ALLOWANCE_PERCENT: u64 = 10;
+
 /// What a site is, for a pass: its channel, rollout seed, change windows and agent version.
 #[derive(Debug, Clone)]
 pub struct Site {
@@ -649,7 +660,7 @@ async fn fetch_release<M: MirrorRead>(
             missing.push(entry);
         }
     }
-    if report.chunks_held == 0 && missing.len() > 1 {
+    if report.chunks_held == 0 && bundle_pays(selected.bundle.file.length, &missing) {
         missing = first_install(
             state, order[0], selected, &index, missing, now, metrics, report,
         )
@@ -690,8 +701,9 @@ async fn fetch_release<M: MirrorRead>(
     Ok(index)
 }
 
-/// A first install: the site holds none of the release's chunks, so one request for the whole
-/// `bundle.tar.gz` replaces one per chunk — on a registry every blob request costs a lookup, on a CDN a
+/// A first install: the site holds none of the release's chunks, and the bundle costs about as many
+/// bytes as they do ([`bundle_pays`]), so one request for the whole `bundle.tar.gz` replaces one per
+/// chunk — on a registry every blob request costs a lookup, on a CDN a
 /// round trip. The chunks are recreated from it and stored only when they are the signed blobs; what it
 /// did not give (a failed read, a mirror that lied, a zstd that frames a chunk differently) is returned,
 /// to be fetched as chunks from every mirror in turn.
@@ -731,6 +743,19 @@ async fn first_install<'i, M: MirrorRead>(
         }
     }
     Ok(still)
+}
+
+/// Whether reading the whole bundle (`bundle_length` bytes, one request) beats fetching `missing`, a
+/// request each: only when it moves at most [`BUNDLE_ALLOWANCE_PERCENT`] more bytes on the link.
+fn bundle_pays(bundle_length: u64, missing: &[&ChunkRef]) -> bool {
+    if missing.len() < 2 {
+        return false;
+    }
+    let chunks: u64 = missing
+        .iter()
+        .map(|entry| entry.length() + REQUEST_WIRE_BYTES)
+        .sum();
+    bundle_length + REQUEST_WIRE_BYTES <= chunks + chunks * BUNDLE_ALLOWANCE_PERCENT / 100
 }
 
 /// What fetching a release's missing chunks came to.
