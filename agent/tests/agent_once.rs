@@ -115,6 +115,14 @@ fn a_tampered_mirror_is_skipped_and_only_lying_mirrors_apply_nothing() {
     let mut bytes = fs::read(&chunk).unwrap();
     bytes[10] ^= 0xff;
     fs::write(&chunk, bytes).unwrap();
+    // Its bundle.tar.gz is not gzip at all, in case the first install reads it rather than chunks.
+    let bundle = fs::read_dir(liar.path().join("targets/channels/prod/1"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".bundle.tar.gz"))
+        .unwrap();
+    let length = fs::metadata(&bundle).unwrap().len() as usize;
+    fs::write(&bundle, vec![b'x'; length]).unwrap();
     let liar_server = nginx(liar.path());
     let honest = nginx(&repo.repo);
 
@@ -343,4 +351,82 @@ fn import_takes_a_repository_directory_or_a_tar_archive_of_one() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("only files and directories"));
     assert_eq!(site.status()["channels"]["prod"]["current_release"], 2);
+}
+
+/// A ConfigMap of `len` random bytes as base64: data that neither gzip nor zstd can shrink below 3/4.
+fn random_manifest(dir: &std::path::Path, name: &str, len: usize) {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut bytes = vec![0u8; len - len % 3];
+    getrandom::fill(&mut bytes).unwrap();
+    let mut data = String::with_capacity(bytes.len() / 3 * 4);
+    for three in bytes.chunks(3) {
+        let n = u32::from(three[0]) << 16 | u32::from(three[1]) << 8 | u32::from(three[2]);
+        for shift in [18, 12, 6, 0] {
+            data.push(ALPHABET[(n >> shift & 63) as usize] as char);
+        }
+    }
+    let yaml = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: edge\nbinaryData:\n  blob: {data}\n"
+    );
+    fs::write(dir.join(format!("{name}.yaml")), yaml).unwrap();
+}
+
+#[test]
+fn a_first_install_of_incompressible_data_reads_the_bundle_once_and_a_delta_only_chunks() {
+    let repo = Repo::new(0);
+    for i in 0..4 {
+        random_manifest(&repo.manifests, &format!("blob-{i}"), 200_000);
+    }
+    let first = repo.release();
+    let server = nginx(&repo.repo);
+    let site = Site::new();
+    let mirror = server.url("");
+    let out = site.run(&repo, &[&mirror], &["once"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("fetched {} chunks", first.chunks)),
+        "{stdout}"
+    );
+    let requests = server.requests();
+    assert!(
+        requests.iter().all(|r| !r.uri.starts_with("/chunks/")),
+        "{requests:?}"
+    );
+    let bundle: Vec<_> = requests
+        .iter()
+        .filter(|r| r.uri.ends_with(".bundle.tar.gz"))
+        .collect();
+    assert_eq!(bundle.len(), 1, "{requests:?}");
+    assert_eq!(bundle[0].status, 200);
+    for (name, bytes) in applied_files(&site.applied()) {
+        assert_eq!(
+            bytes,
+            fs::read(repo.manifests.join(&name)).unwrap(),
+            "{name}"
+        );
+    }
+    // The chunks recreated from the bundle are the published ones: a one-file change costs its chunks.
+    random_manifest(&repo.manifests, "blob-2", 200_000);
+    repo.release();
+    let before = server.requests().len();
+    let out = site.run(&repo, &[&mirror], &["once"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let delta: Vec<_> = server.requests().into_iter().skip(before).collect();
+    assert!(
+        delta.iter().all(|r| !r.uri.ends_with(".bundle.tar.gz")),
+        "{delta:?}"
+    );
+    let chunks = delta
+        .iter()
+        .filter(|r| r.uri.starts_with("/chunks/"))
+        .count();
+    assert!(
+        (1..first.chunks).contains(&chunks),
+        "{chunks} chunk requests: {delta:?}"
+    );
+    assert_eq!(
+        fs::read(site.applied().join("blob-2.yaml")).unwrap(),
+        fs::read(repo.manifests.join("blob-2.yaml")).unwrap()
+    );
 }

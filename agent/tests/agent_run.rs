@@ -175,3 +175,198 @@ fn a_failing_first_mirror_is_demoted_so_later_passes_go_straight_to_the_next() {
         broken.control().stats()
     );
 }
+
+/// One series' value from a `/metrics` text body (0 when absent).
+fn series(metrics: &str, name_and_labels: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name_and_labels)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Requests in nginx's access log whose URI passes `uri` and whose status is `status`.
+fn logged(server: &mast_test_support::Nginx, uri: impl Fn(&str) -> bool, status: u16) -> u64 {
+    server
+        .requests()
+        .iter()
+        .filter(|r| uri(&r.uri) && r.status == status)
+        .count() as u64
+}
+
+#[test]
+fn the_metrics_count_what_the_mirrors_logged_and_a_refused_chunk_skips_its_mirror() {
+    let repo = Repo::new(40);
+    let release = repo.release();
+    // Published a while before the site polls: nginx's validators are strong, so idle polls are 304s.
+    repo.age_timestamp();
+    // A copy of the repository with one chunk's bytes changed: its metadata verifies, that chunk does not.
+    let copy = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&repo.repo)
+        .arg(copy.path().join("repo"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let bad_chunk = std::fs::read_dir(copy.path().join("repo/chunks"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut bytes = std::fs::read(&bad_chunk).unwrap();
+    bytes[0] ^= 0xff;
+    std::fs::write(&bad_chunk, bytes).unwrap();
+    let lying = NginxConfig::new(&copy.path().join("repo"))
+        .read_only()
+        .start();
+    let honest = NginxConfig::new(&repo.repo).read_only().start();
+
+    let site = Site::new();
+    let port = free_port();
+    let mut child = site
+        .agent(&repo, &[&lying.url(""), &honest.url("")])
+        .env("MAST_LISTEN", format!("127.0.0.1:{port}"))
+        .env("MAST_POLL_INTERVAL", "1s")
+        .env("MAST_JITTER", "0")
+        .env("MAST_BACKOFF_BASE", "1m")
+        .env("MAST_BACKOFF_CAP", "10m")
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(port, "release 1", |s| {
+        s["channels"]["prod"]["current_release"] == 1
+    });
+    // A few idle polls, which the lying mirror (demoted for its chunk) no longer gets.
+    let timestamp = |u: &str| u.ends_with("/timestamp.json");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while logged(&honest, timestamp, 304) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no idle polls; lying: {:?}; honest: {:?}",
+            lying.requests(),
+            honest.requests()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The scrape and the logs must describe the same passes: retry while a poll lands in between.
+    let both = |uri: &dyn Fn(&str) -> bool, status| {
+        logged(&lying, uri, status) + logged(&honest, uri, status)
+    };
+    let metadata = |u: &str| u.starts_with("/metadata/");
+    let chunk = |u: &str| u.starts_with("/chunks/");
+    let target = |u: &str| u.starts_with("/targets/");
+    let (metrics, polls) = loop {
+        let before = (
+            both(&metadata, 200),
+            both(&metadata, 304),
+            both(&metadata, 404),
+        );
+        let metrics = String::from_utf8(
+            get(&format!("http://127.0.0.1:{port}/metrics"))
+                .unwrap()
+                .body,
+        )
+        .unwrap();
+        if before
+            == (
+                both(&metadata, 200),
+                both(&metadata, 304),
+                both(&metadata, 404),
+            )
+        {
+            break (metrics, before);
+        }
+    };
+    sigterm(&child);
+    assert!(child.wait().unwrap().success());
+
+    let requests = |file: &str, status: &str| {
+        series(
+            &metrics,
+            &format!(
+                "mast_agent_requests_total{{mirror_kind=\"http\",file_kind=\"{file}\",status=\"{status}\"}}"
+            ),
+        )
+    };
+    assert_eq!(requests("metadata", "2xx"), polls.0, "{metrics}");
+    assert_eq!(requests("metadata", "3xx"), polls.1, "{metrics}");
+    assert!(polls.1 >= 2, "{polls:?}");
+    assert_eq!(
+        series(
+            &metrics,
+            "mast_agent_not_modified_total{mirror_kind=\"http\"}"
+        ),
+        polls.1,
+        "{metrics}"
+    );
+    // Every chunk of the release once, plus the lying mirror's one refused chunk.
+    assert_eq!(both(&chunk, 200), release.chunks as u64 + 1);
+    assert_eq!(requests("chunk", "2xx"), both(&chunk, 200), "{metrics}");
+    assert_eq!(requests("target", "2xx"), both(&target, 200), "{metrics}");
+    // The index. (YAML compresses better as zstd chunks than as one gzip stream, so this first
+    // install fetches chunks rather than the bundle.)
+    assert_eq!(requests("target", "2xx"), 1, "{metrics}");
+    // The root chain ends with a 404 for the next root version, on every full refresh.
+    assert_eq!(requests("metadata", "4xx"), polls.2, "{metrics}");
+    assert_eq!(
+        series(
+            &metrics,
+            "mast_agent_verification_failures_total{reason=\"chunk_hash\"}"
+        ),
+        1,
+        "{metrics}"
+    );
+    assert_eq!(
+        series(
+            &metrics,
+            &format!(
+                "mast_agent_mirror_skips_total{{mirror=\"{}\"}}",
+                lying.url("").trim_end_matches('/')
+            )
+        ),
+        1,
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_timestamp_max_age_spaces_polls_beyond_the_interval() {
+    let repo = Repo::new(5);
+    repo.release();
+    repo.age_timestamp();
+    let server = NginxConfig::new(&repo.repo)
+        .read_only()
+        .mutable_cache_control("max-age=3600")
+        .start();
+    let site = Site::new();
+    let port = free_port();
+    let mut child = site
+        .agent(&repo, &[&server.url("")])
+        .env("MAST_LISTEN", format!("127.0.0.1:{port}"))
+        .env("MAST_POLL_INTERVAL", "1s")
+        .env("MAST_JITTER", "0")
+        .env("MAST_BACKOFF_CAP", "2h")
+        .env("MAST_DRIFT_INTERVAL", "2h")
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(port, "release 1", |s| {
+        s["channels"]["prod"]["current_release"] == 1
+    });
+    // At a 1 s interval the daemon would poll about four more times in this window; the origin said
+    // its timestamp stays fresh for an hour, so it polls no more.
+    std::thread::sleep(Duration::from_secs(4));
+    let polls = server
+        .requests()
+        .iter()
+        .filter(|r| r.uri.ends_with("/timestamp.json"))
+        .count();
+    sigterm(&child);
+    assert!(child.wait().unwrap().success());
+    assert_eq!(polls, 1, "{:?}", server.requests());
+}

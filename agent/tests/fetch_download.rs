@@ -1,18 +1,21 @@
 //! The fetch side against real servers: conditional polls of `timestamp.json` answered 304 by nginx,
 //! python's `http.server` and Debian's docker-registry; downloads cut by the fault proxy and resumed with
 //! `Range` (nginx and the registry answer 206) or started over (python answers 200); a resume across a
-//! restart of the agent's state; corrupted bytes caught and discarded; chunks stored only once verified.
+//! restart of the agent's state; corrupted bytes caught and discarded; chunks accepted only once verified
+//! against their signed index entry.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use mast_agent::fetch::{ChunkFetch, DownloadError, Downloader, SignedObject};
+use mast_agent::fetch::{ChunkError, DownloadError, Downloader, SignedObject, fetch_chunk};
 use mast_agent::state::State;
+use mast_agent::telemetry::VerificationFailure;
 use mast_mirror::{
     Conditions, DirMirror, Fetched, HttpMirror, MirrorRead, MirrorWrite, ObjectPath, OciMirror, tls,
 };
+use mast_protocol::bundle::{ChunkIndex, ChunkParams};
 use mast_protocol::digest::Sha256Digest;
 use mast_test_support::fault_proxy::{Close, Faults};
 use mast_test_support::{FaultProxy, HttpServer, LoggedRequest, Nginx, Registry};
@@ -174,7 +177,7 @@ async fn an_unchanged_timestamp_is_answered_304_in_one_request() {
 
     let poll = Conditions::revalidate(Some(&etag), last_modified.as_deref());
     let answer = mirror.get_with(&ts, 1024, &poll).await.unwrap();
-    assert!(matches!(answer, Fetched::NotModified), "{answer:?}");
+    assert!(matches!(answer, Fetched::NotModified { .. }), "{answer:?}");
     let logged = nginx.wait_for_requests(2);
     assert_eq!(logged.len(), 2, "{logged:#?}");
     assert_eq!(logged[1].status, 304);
@@ -206,7 +209,7 @@ async fn python_http_server_answers_if_modified_since_with_304() {
     let since = first.last_modified.clone().expect("a Last-Modified");
     let poll = Conditions::revalidate(None, Some(&since));
     let answer = mirror.get_with(&ts, 1024, &poll).await.unwrap();
-    assert!(matches!(answer, Fetched::NotModified), "{answer:?}");
+    assert!(matches!(answer, Fetched::NotModified { .. }), "{answer:?}");
     let log = std::fs::read_to_string(server.log()).unwrap();
     assert!(
         log.contains("\"GET /metadata/timestamp.json HTTP/1.1\" 304"),
@@ -441,43 +444,71 @@ async fn a_mirror_announcing_more_than_the_signed_length_is_refused_before_its_b
 }
 
 #[tokio::test]
-async fn chunks_are_stored_only_when_their_sha256_matches() {
+async fn chunks_are_accepted_only_when_they_match_their_index_entry() {
     if !Nginx::available() {
         return;
     }
     let root = tempfile::tempdir().unwrap();
-    let good = payload(40_000, 3);
-    let good_sha = Sha256Digest::of(&good);
-    write(root.path(), &format!("chunks/{good_sha}"), &good);
-    // A mirror that serves other bytes under a chunk's name.
-    let claimed = Sha256Digest::of(b"the chunk the index names");
-    write(root.path(), &format!("chunks/{claimed}"), &payload(25, 4));
+    let (index, chunks) = ChunkIndex::build(&payload(600_000, 3), &ChunkParams::default()).unwrap();
+    // Random bytes: every chunk differs, and a fourth one is on no mirror.
+    assert!(chunks.len() >= 4, "{} chunks", chunks.len());
+    let entries = index.chunks();
+    let (good, swapped, long, missing) = (&entries[0], &entries[1], &entries[2], &entries[3]);
+    write(
+        root.path(),
+        &format!("chunks/{}", good.sha256()),
+        &chunks
+            .iter()
+            .find(|c| c.digest == good.sha256())
+            .unwrap()
+            .bytes,
+    );
+    // A mirror that serves a chunk with one byte changed, and one that appends a byte.
+    let mut changed = chunks
+        .iter()
+        .find(|c| c.digest == swapped.sha256())
+        .unwrap()
+        .bytes
+        .clone();
+    changed[100] ^= 1;
+    write(
+        root.path(),
+        &format!("chunks/{}", swapped.sha256()),
+        &changed,
+    );
+    let mut longer = chunks
+        .iter()
+        .find(|c| c.digest == long.sha256())
+        .unwrap()
+        .bytes
+        .clone();
+    longer.push(0);
+    write(root.path(), &format!("chunks/{}", long.sha256()), &longer);
     let nginx = Nginx::serve(root.path());
     let mirror = http(&nginx.base_url());
-    let site = Site::new();
-    let mut state = site.state();
-    let downloader = site.downloader();
 
-    let got = downloader
-        .fetch_chunk(&mut state, &mirror, &good_sha, good.len() as u64, now())
-        .await
-        .unwrap();
-    assert_eq!(got, ChunkFetch::Stored { fetched: 40_000 });
-    assert_eq!(state.chunk(&good_sha).unwrap().unwrap(), good);
-    let again = downloader
-        .fetch_chunk(&mut state, &mirror, &good_sha, good.len() as u64, now())
-        .await
-        .unwrap();
-    assert_eq!(again, ChunkFetch::Held);
-    assert_eq!(nginx.wait_for_requests(1).len(), 1);
+    let bytes = fetch_chunk(&mirror, good).await.unwrap();
+    assert_eq!(Sha256Digest::of(&bytes), good.sha256());
+    assert_eq!(bytes.len() as u64, good.length());
 
-    let err = downloader
-        .fetch_chunk(&mut state, &mirror, &claimed, 25, now())
-        .await
-        .unwrap_err();
-    assert!(err.is_mismatch(), "{err}");
-    assert!(!state.has_chunk(&claimed).unwrap());
-    assert_eq!(downloader.fetched(), 40_025);
+    let err = fetch_chunk(&mirror, swapped).await.unwrap_err();
+    assert_eq!(
+        err.verification_failure(),
+        Some(VerificationFailure::ChunkHash),
+        "{err}"
+    );
+    let err = fetch_chunk(&mirror, long).await.unwrap_err();
+    assert_eq!(
+        err.verification_failure(),
+        Some(VerificationFailure::ChunkLength),
+        "{err}"
+    );
+    // nginx announces the length, so the longer chunk was refused before its body was read.
+    assert!(err.to_string().contains("longer than the signed"), "{err}");
+
+    let err = fetch_chunk(&mirror, missing).await.unwrap_err();
+    assert!(matches!(err, ChunkError::Mirror { .. }), "{err}");
+    assert_eq!(err.verification_failure(), None);
 }
 
 #[tokio::test]
@@ -545,7 +576,7 @@ async fn docker_registry_serves_blobs_with_ranges_and_tags_with_304() {
     assert_eq!(first.bytes().await.unwrap(), b"{\"version\":1}");
     let poll = Conditions::revalidate(Some(&etag), None);
     let answer = direct.get_with(&ts, 1024, &poll).await.unwrap();
-    assert!(matches!(answer, Fetched::NotModified), "{answer:?}");
+    assert!(matches!(answer, Fetched::NotModified { .. }), "{answer:?}");
     let log = std::fs::read_to_string(registry.log()).unwrap();
     assert!(
         log.contains("\"GET /v2/mast/site/manifests/timestamp.json HTTP/1.1\" 304"),

@@ -147,6 +147,7 @@ pub struct Client<'m, M, S> {
     session: Session,
     revalidate: Option<Validators>,
     timestamp: TimestampRead,
+    cache_control: Option<String>,
 }
 
 /// What the session asked for, owned, so the session can be borrowed again to answer it.
@@ -172,6 +173,7 @@ impl<'m, M: MirrorRead, S: TrustStore> Client<'m, M, S> {
             session: Session::new(trusted, now, limits),
             revalidate: None,
             timestamp: TimestampRead::NotRead,
+            cache_control: None,
         }
     }
 
@@ -188,6 +190,12 @@ impl<'m, M: MirrorRead, S: TrustStore> Client<'m, M, S> {
     /// How this cycle read `timestamp.json`.
     pub fn timestamp_read(&self) -> &TimestampRead {
         &self.timestamp
+    }
+
+    /// The `Cache-Control` the mirror sent with this cycle's `timestamp.json` (full or "not modified"
+    /// answer), as sent. A scheduler may read `max-age` from it; it says nothing about trust.
+    pub fn timestamp_cache_control(&self) -> Option<&str> {
+        self.cache_control.as_deref()
     }
 
     /// Walks the root chain and refreshes timestamp, snapshot and targets (TUF §5.3–5.6), storing each
@@ -264,12 +272,14 @@ impl<'m, M: MirrorRead, S: TrustStore> Client<'m, M, S> {
             _ => Conditions::default(),
         };
         let read = match self.mirror.get_with(&object, max_length, &conditions).await {
-            Ok(Fetched::NotModified) if object.is_mutable() => {
+            Ok(Fetched::NotModified { cache_control }) if object.is_mutable() => {
+                self.cache_control = cache_control;
                 self.timestamp = TimestampRead::NotModified;
                 return Ok(self.session.not_modified()?);
             }
             Ok(Fetched::Full(response)) => {
                 if object.is_mutable() {
+                    self.cache_control.clone_from(&response.cache_control);
                     self.timestamp = TimestampRead::Fetched(Validators {
                         etag: response.etag.clone(),
                         last_modified: response.last_modified.clone(),
@@ -278,10 +288,12 @@ impl<'m, M: MirrorRead, S: TrustStore> Client<'m, M, S> {
                 response.bytes().await
             }
             // Nothing asked for either; a mirror that answers so is broken.
-            Ok(Fetched::NotModified | Fetched::Partial { .. }) => Err(MirrorError::Protocol {
-                object: object.as_path(),
-                reason: "answered a plain read as not modified or partial".to_owned(),
-            }),
+            Ok(Fetched::NotModified { .. } | Fetched::Partial { .. }) => {
+                Err(MirrorError::Protocol {
+                    object: object.as_path(),
+                    reason: "answered a plain read as not modified or partial".to_owned(),
+                })
+            }
             Err(e) => Err(e),
         };
         match read {

@@ -88,7 +88,9 @@ impl MirrorRead for DirMirror {
             .as_deref()
             .is_some_and(|tag| tag == etag)
         {
-            return Ok(Fetched::NotModified);
+            return Ok(Fetched::NotModified {
+                cache_control: None,
+            });
         }
         let from = conditions.resume_from;
         let resumable = conditions.if_range.as_deref().is_none_or(|tag| tag == etag);
@@ -231,7 +233,7 @@ mod tests {
             Fetched::Partial { from, response, .. } => {
                 (Some(from), response.bytes().await.unwrap())
             }
-            Fetched::NotModified => panic!("not modified"),
+            Fetched::NotModified { .. } => panic!("not modified"),
         }
     }
 
@@ -249,7 +251,7 @@ mod tests {
         let unchanged = Conditions::revalidate(Some(&etag), None);
         assert!(matches!(
             mirror.get_with(&ts, 100, &unchanged).await.unwrap(),
-            Fetched::NotModified
+            Fetched::NotModified { .. }
         ));
 
         let resume = Conditions::resume(4, first.range_validator());

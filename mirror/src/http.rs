@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use bytes::Bytes;
 use reqwest::StatusCode;
 use reqwest::header::{
-    CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, DATE, ETAG, HeaderMap, HeaderValue,
+    CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, DATE, ETAG, HeaderMap, HeaderValue,
     IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, LAST_MODIFIED, RANGE,
 };
 
@@ -262,8 +262,13 @@ pub(crate) async fn read(
 ) -> Result<Fetched, MirrorError> {
     let revalidating = conditions.if_none_match.is_some() || conditions.if_modified_since.is_some();
     let status = response.status();
+    let cache_control = response
+        .headers()
+        .get(CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     if status == StatusCode::NOT_MODIFIED && revalidating {
-        return Ok(Fetched::NotModified);
+        return Ok(Fetched::NotModified { cache_control });
     }
     let from = conditions.resume_from;
     let partial = status == StatusCode::PARTIAL_CONTENT && from > 0;
@@ -313,6 +318,7 @@ pub(crate) async fn read(
     let mut out = Response::new(object, length, cap, Body::Http(response))?;
     out.etag = etag;
     out.last_modified = last_modified;
+    out.cache_control = cache_control;
     Ok(if partial {
         Fetched::Partial {
             from,

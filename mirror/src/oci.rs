@@ -440,7 +440,12 @@ impl MirrorRead for OciMirror {
                     .await?
                 {
                     ManifestRead::Found { bytes, .. } => bytes,
-                    ManifestRead::NotModified => return Ok(Fetched::NotModified),
+                    // Registries send no freshness for manifests: the tag may move at any time.
+                    ManifestRead::NotModified => {
+                        return Ok(Fetched::NotModified {
+                            cache_control: None,
+                        });
+                    }
                     ManifestRead::Missing => return Err(self.not_found(object)),
                 };
                 let protocol = |reason: String| MirrorError::Protocol {

@@ -19,6 +19,9 @@ pub struct Response {
     pub etag: Option<String>,
     /// `Last-Modified`, when an HTTP origin sends it.
     pub last_modified: Option<String>,
+    /// `Cache-Control`, as an HTTP origin sent it (the agent reads `max-age` of `timestamp.json` from
+    /// it to space its polls).
+    pub cache_control: Option<String>,
     /// The length the mirror announced, if it did.
     pub length: Option<u64>,
     max_length: u64,
@@ -51,6 +54,7 @@ impl Response {
             object: object.as_path(),
             etag: None,
             last_modified: None,
+            cache_control: None,
             length,
             max_length,
             read: 0,
@@ -198,7 +202,10 @@ impl Conditions {
 pub enum Fetched {
     /// The object still has the validator in [`Conditions::if_none_match`] or has not changed since
     /// [`Conditions::if_modified_since`] (HTTP 304): nothing to read.
-    NotModified,
+    NotModified {
+        /// The answer's `Cache-Control`, as sent: how long the mirror says its copy stays fresh.
+        cache_control: Option<String>,
+    },
     /// The whole object, from byte 0. After a resume request this means start over: the mirror cannot
     /// do ranges, the object changed (`If-Range` failed), or the range was unsatisfiable (HTTP 416).
     Full(Response),
@@ -220,7 +227,7 @@ impl Fetched {
     pub(crate) fn into_full(self, object: &ObjectPath) -> Result<Response, MirrorError> {
         match self {
             Self::Full(response) => Ok(response),
-            Self::NotModified | Self::Partial { .. } => Err(MirrorError::Protocol {
+            Self::NotModified { .. } | Self::Partial { .. } => Err(MirrorError::Protocol {
                 object: object.as_path(),
                 reason: "a conditional answer to an unconditional read".to_owned(),
             }),

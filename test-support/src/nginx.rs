@@ -15,6 +15,7 @@ pub struct NginxConfig {
     root: PathBuf,
     dav_location: Option<String>,
     binary: Option<PathBuf>,
+    mutable_cache_control: String,
 }
 
 /// An nginx serving a directory on `127.0.0.1:<free port>`; dropping it kills nginx.
@@ -61,6 +62,7 @@ impl NginxConfig {
             root: root.to_path_buf(),
             dav_location: Some("/".to_owned()),
             binary: None,
+            mutable_cache_control: "no-cache".to_owned(),
         }
     }
 
@@ -74,6 +76,18 @@ impl NginxConfig {
     /// Refuses every write (`PUT` gets 405), like a plain CDN.
     pub fn read_only(mut self) -> NginxConfig {
         self.dav_location = None;
+        self
+    }
+
+    /// Sends `Cache-Control: VALUE` with the files whose names can change (`timestamp.json`, and
+    /// anything not named by a version or digest) instead of `no-cache`, e.g. `"max-age=3600"` for an
+    /// origin that asks clients to poll it at most hourly. `VALUE` may not hold `"` or `;`.
+    pub fn mutable_cache_control(mut self, value: &str) -> NginxConfig {
+        assert!(
+            !value.contains(['"', ';']),
+            "nginx: Cache-Control {value:?}"
+        );
+        value.clone_into(&mut self.mutable_cache_control);
         self
     }
 
@@ -142,6 +156,7 @@ impl NginxConfig {
     fn render(&self, dir: &Path, root: &Path, port: u16) -> String {
         let dir = dir.display();
         let root = root.display();
+        let mutable = &self.mutable_cache_control;
         let dav = "dav_methods PUT DELETE MKCOL;\n            create_full_put_path on;\n            \
                    dav_access user:rw group:r all:r;\n            client_max_body_size 0;";
         let locations = match self.dav_location.as_deref() {
@@ -191,7 +206,7 @@ http {{
     map $uri $mast_cache_control {{
         "~(^|/)[0-9]+\.[^/]+\.json$" "public, max-age=31536000, immutable";
         "~(^|/)[0-9a-f]{{64}}\.[^/]+$" "public, max-age=31536000, immutable";
-        default "no-cache";
+        default "{mutable}";
     }}
 
     server {{

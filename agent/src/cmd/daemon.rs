@@ -37,7 +37,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<ExitCode, CommandError> {
     let mut agent = Agent::open(config, OffsetDateTime::now_utc())?;
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::clone(&agent.metrics);
     let readiness = Readiness::new();
     readiness.state_db_opened();
     readiness.set_trusted_root(config.root.version);
@@ -121,7 +121,11 @@ pub async fn run(
             Ok(report) => {
                 failures = 0;
                 tracing::info!(outcome = %describe(&report.outcome), mirror = %report.mirror, "pass done");
-                PollOutcome::Success { max_age: None }
+                // The policy waits at least the interval whatever the mirror says: max-age can only
+                // space polls further apart, up to the larger of the interval and the backoff cap.
+                PollOutcome::Success {
+                    max_age: report.timestamp_max_age,
+                }
             }
             Err(e) => {
                 failures = failures.saturating_add(1);

@@ -16,6 +16,7 @@ mod status;
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use mast_mirror::{Mirror, MirrorOptions, MirrorRead, MirrorSpec};
 use mast_protocol::release::AgentVersion;
@@ -27,6 +28,7 @@ use crate::config::{Applier as ApplierConfig, Config, ConfigError};
 use crate::schedule::{MirrorPenalties, PollPolicy};
 use crate::state::{State, StateError};
 use crate::sync::{PassError, PassOutcome, PassReport, Site, run_pass};
+use crate::telemetry::Metrics;
 
 pub use daemon::{DRAIN_GRACE, run};
 pub use import::import;
@@ -85,6 +87,8 @@ pub struct Agent {
     penalties: MirrorPenalties,
     /// The backoff the penalties follow.
     poll: PollPolicy,
+    /// Where passes count requests and refused bytes; the daemon's `/metrics` shares it.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Agent {
@@ -140,6 +144,7 @@ impl Agent {
             keep_releases: config.keep_releases.get(),
             penalties: MirrorPenalties::default(),
             poll: config.poll,
+            metrics: Arc::new(Metrics::new()),
         })
     }
 
@@ -158,6 +163,7 @@ impl Agent {
             &self.site,
             self.applier.as_mut(),
             now,
+            &self.metrics,
         )
         .await;
         let failures = match &result {
@@ -167,7 +173,11 @@ impl Agent {
         for failure in failures {
             self.penalties.failed(&failure.mirror, now, &self.poll);
         }
-        if let Ok(report) = &result {
+        // The mirror that gave the metadata is cleared, unless it failed a chunk in the same pass (a
+        // mirror serving bytes that do not verify stays demoted however good its metadata).
+        if let Ok(report) = &result
+            && !report.skipped.iter().any(|s| s.mirror == report.mirror)
+        {
             self.penalties.served(&report.mirror);
         }
         if let Ok(PassReport {

@@ -1,88 +1,88 @@
-//! Chunks: small objects read whole, verified, and stored in the state database.
+//! Chunks: small objects read whole and verified against their signed index entry before anyone may
+//! store them.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use mast_mirror::{ErrorKind, MirrorError, MirrorRead, ObjectPath};
+use mast_protocol::bundle::{BundleError, ChunkRef, verify_chunk};
 
-use mast_mirror::client::{ClientError, fetch_verified};
-use mast_mirror::{MirrorRead, ObjectPath};
-use mast_protocol::digest::Sha256Digest;
-use time::OffsetDateTime;
+use crate::telemetry::VerificationFailure;
 
-use super::download::Attempt;
-use super::{DownloadError, Downloader};
-use crate::state::State;
-
-/// What [`Downloader::fetch_chunk`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChunkFetch {
-    /// The state database already held the chunk; nothing was read.
-    Held,
-    /// The chunk was read, matched its sha256 and is now stored.
-    Stored {
-        /// Bytes read from the mirror.
-        fetched: u64,
+/// Why a chunk was not fetched. Both variants name the chunk and the mirror; neither leaves a byte behind.
+#[derive(Debug, thiserror::Error)]
+pub enum ChunkError {
+    /// The mirror could not be read (down, missing the chunk, an unexpected answer, a cut body).
+    #[error("{object} from {mirror}: {source}")]
+    Mirror {
+        /// The chunk's path on the mirror.
+        object: String,
+        /// The mirror.
+        mirror: String,
+        /// What the mirror transport said.
+        #[source]
+        source: MirrorError,
+    },
+    /// The bytes are not the ones the signed index names; they were dropped.
+    #[error("{object} from {mirror}: {reason}")]
+    Refused {
+        /// The chunk's path on the mirror.
+        object: String,
+        /// The mirror.
+        mirror: String,
+        /// Which check failed, for metrics.
+        failure: VerificationFailure,
+        /// What differed.
+        reason: String,
     },
 }
 
-impl Downloader {
-    /// Fetches the chunk `sha256` of `length` bytes from `mirror` unless `state` holds it, and stores it
-    /// only once its sha256 matched. Chunks are small (256 KiB at most before compression), so they are
-    /// read whole through [`fetch_verified`] and never resumed.
-    pub async fn fetch_chunk<M: MirrorRead>(
-        &self,
-        state: &mut State,
-        mirror: &M,
-        sha256: &Sha256Digest,
-        length: u64,
-        now: OffsetDateTime,
-    ) -> Result<ChunkFetch, DownloadError> {
-        let object = ObjectPath::Chunk(*sha256);
-        let partial = self.partial_path(sha256);
-        let attempt = Attempt {
+impl ChunkError {
+    /// The verification failure, when the mirror served bytes that are not the signed ones: a mirror to
+    /// skip, not a link to retry.
+    pub fn verification_failure(&self) -> Option<VerificationFailure> {
+        match self {
+            Self::Refused { failure, .. } => Some(*failure),
+            Self::Mirror { .. } => None,
+        }
+    }
+}
+
+/// Reads the chunk `entry` names from `mirror` and returns its compressed bytes once they are verified:
+/// the read stops one piece past the signed length, then [`verify_chunk`] checks length and sha256
+/// before zstd sees a byte, and the decompressed bytes against the raw length and digest. Chunks are
+/// small (256 KiB before compression by default, 4 MiB at most), so they are read whole and never
+/// resumed; a failed read costs at most one chunk.
+pub async fn fetch_chunk<M: MirrorRead>(
+    mirror: &M,
+    entry: &ChunkRef,
+) -> Result<Vec<u8>, ChunkError> {
+    let object = ObjectPath::Chunk(entry.sha256());
+    let length = entry.length();
+    let refused = |failure, reason: String| ChunkError::Refused {
+        object: object.as_path(),
+        mirror: mirror.describe(),
+        failure,
+        reason,
+    };
+    let failed = |source: MirrorError| {
+        if source.kind() == ErrorKind::TooLarge {
+            let reason = format!("longer than the signed {length} bytes");
+            return refused(VerificationFailure::ChunkLength, reason);
+        }
+        ChunkError::Mirror {
             object: object.as_path(),
             mirror: mirror.describe(),
-            partial: &partial,
-        };
-        if state.has_chunk(sha256).map_err(attempt.state())? {
-            return Ok(ChunkFetch::Held);
+            source,
         }
-        let capacity = usize::try_from(length).unwrap_or(0).min(1 << 20);
-        let mut sink = CountingSink {
-            bytes: Vec::with_capacity(capacity),
-            counter: self.counter(),
-        };
-        match fetch_verified(mirror, &object, length, sha256, &mut sink).await {
-            Ok(()) => {}
-            Err(ClientError::Target { reason, .. }) => return Err(attempt.mismatch(reason)),
-            Err(ClientError::Mirror(source)) => return Err(attempt.mirror(source)),
-            Err(ClientError::Sink { source, .. }) => return Err(attempt.io(&partial)(source)),
-            // fetch_verified neither runs the TUF workflow nor stores anything.
-            Err(other @ (ClientError::Tuf(_) | ClientError::Store { .. })) => {
-                return Err(attempt.mismatch(other.to_string()));
-            }
+    };
+    let mut response = mirror.get(&object, length).await.map_err(failed)?;
+    let mut bytes = Vec::with_capacity(usize::try_from(length).unwrap_or(0));
+    while let Some(piece) = response.chunk().await.map_err(failed)? {
+        bytes.extend_from_slice(&piece);
+    }
+    match verify_chunk(entry, &bytes) {
+        Ok(_raw) => Ok(bytes),
+        Err(e @ BundleError::ChunkLengthMismatch { .. }) => {
+            Err(refused(VerificationFailure::ChunkLength, e.to_string()))
         }
-        state
-            .put_chunk(sha256, &sink.bytes, now)
-            .map_err(attempt.state())?;
-        Ok(ChunkFetch::Stored {
-            fetched: sink.bytes.len() as u64,
-        })
-    }
-}
-
-/// A `Vec` sink that counts into the downloader's total as bytes arrive, so a failed read is counted.
-struct CountingSink<'a> {
-    bytes: Vec<u8>,
-    counter: &'a AtomicU64,
-}
-
-impl std::io::Write for CountingSink<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.counter.fetch_add(buf.len() as u64, Ordering::Relaxed);
-        self.bytes.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+        Err(e) => Err(refused(VerificationFailure::ChunkHash, e.to_string())),
     }
 }

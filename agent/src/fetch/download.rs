@@ -54,14 +54,14 @@ pub struct Downloaded {
 }
 
 /// The names an attempt's errors carry, and the way to make them.
-pub(super) struct Attempt<'a> {
-    pub(super) object: String,
-    pub(super) mirror: String,
-    pub(super) partial: &'a Path,
+struct Attempt<'a> {
+    object: String,
+    mirror: String,
+    partial: &'a Path,
 }
 
 impl Attempt<'_> {
-    pub(super) fn io(&self, path: &Path) -> impl FnOnce(std::io::Error) -> DownloadError + use<> {
+    fn io(&self, path: &Path) -> impl FnOnce(std::io::Error) -> DownloadError + use<> {
         let (object, path) = (self.object.clone(), path.to_path_buf());
         move |source| DownloadError::Io {
             object,
@@ -70,12 +70,12 @@ impl Attempt<'_> {
         }
     }
 
-    pub(super) fn state(&self) -> impl FnOnce(StateError) -> DownloadError + use<> {
+    fn state(&self) -> impl FnOnce(StateError) -> DownloadError + use<> {
         let object = self.object.clone();
         move |source| DownloadError::State { object, source }
     }
 
-    pub(super) fn mirror(&self, source: MirrorError) -> DownloadError {
+    fn mirror(&self, source: MirrorError) -> DownloadError {
         DownloadError::Mirror {
             object: self.object.clone(),
             mirror: self.mirror.clone(),
@@ -83,7 +83,7 @@ impl Attempt<'_> {
         }
     }
 
-    pub(super) fn mismatch(&self, reason: String) -> DownloadError {
+    fn mismatch(&self, reason: String) -> DownloadError {
         DownloadError::Mismatch {
             object: self.object.clone(),
             mirror: self.mirror.clone(),
@@ -135,11 +135,6 @@ impl Downloader {
     /// Bytes read from mirrors by this downloader so far, by every call, failed ones included.
     pub fn fetched(&self) -> u64 {
         self.fetched.load(Ordering::Relaxed)
-    }
-
-    /// The counter behind [`Downloader::fetched`].
-    pub(super) fn counter(&self) -> &AtomicU64 {
-        &self.fetched
     }
 
     /// Downloads `want` from `mirror`, resuming what `state` recorded for it, and returns the verified
@@ -401,7 +396,7 @@ impl Downloader {
                 }
                 response
             }
-            Fetched::NotModified => {
+            Fetched::NotModified { .. } => {
                 let reason = "a not-modified answer to a read without validators";
                 return Err(attempt.mirror(MirrorError::Protocol {
                     object: attempt.object.clone(),

@@ -4,14 +4,17 @@
 //! - [`Downloader::download`]: a large object (a `bundle.tar.gz`, a chunk index) into a file, resumed
 //!   with `Range`/`If-Range` from the offset recorded in [`crate::state`], verified over the whole file
 //!   before it is renamed into place.
-//! - [`Downloader::fetch_chunk`]: a small object (a zstd chunk) read whole, verified, and stored in the
-//!   state database.
+//! - [`fetch_chunk`]: a small object (a zstd chunk) read whole and verified against its signed index
+//!   entry; the sync pass fetches many at once and stores them in batched transactions.
+//! - [`fill_from_bundle`]: a first install from one `bundle.tar.gz`, its chunks recreated as it streams
+//!   and stored only when they are byte for byte the signed blobs.
 //!
 //! Which mirror to try next, and when, is the caller's: every error here names the object and the
 //! mirror, and says whether progress was kept ([`DownloadError::Mirror`], [`DownloadError::Truncated`])
-//! or the bytes were discarded as not the signed ones ([`DownloadError::Mismatch`]). `docs/fetching.md`
-//! has the protocol and what real servers answer.
+//! or the bytes were discarded as not the signed ones ([`DownloadError::Mismatch`],
+//! [`ChunkError::Refused`]). `docs/fetching.md` has the protocol and what real servers answer.
 
+mod bundle;
 mod chunk;
 mod download;
 
@@ -20,7 +23,8 @@ use std::path::PathBuf;
 use mast_mirror::{MirrorError, ObjectPath};
 use mast_protocol::digest::Sha256Digest;
 
-pub use chunk::ChunkFetch;
+pub use bundle::{BundleFill, BundleFillError, fill_from_bundle};
+pub use chunk::{ChunkError, fetch_chunk};
 pub use download::{Downloaded, Downloader};
 
 use crate::state::StateError;

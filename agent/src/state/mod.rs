@@ -425,6 +425,33 @@ impl State {
             .map_err(self.sql("storing a chunk"))
     }
 
+    /// Stores chunks whose bytes the caller verified against their signed sha256, in one transaction:
+    /// one commit (one fsync with `synchronous=FULL`) for the batch instead of one per chunk, and either
+    /// all of them are durable when it returns or none is. Idempotent.
+    pub fn put_chunks(
+        &mut self,
+        chunks: &[(Sha256Digest, Vec<u8>)],
+        now: OffsetDateTime,
+    ) -> Result<(), StateError> {
+        let what = "storing chunks";
+        let stored_at = rfc3339(now);
+        let tx = self.conn.transaction().map_err(sql_err(&self.path, what))?;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO chunks (sha256, bytes, stored_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (sha256) DO NOTHING",
+                )
+                .map_err(sql_err(&self.path, what))?;
+            for (sha256, bytes) in chunks {
+                insert
+                    .execute(params![sha256.to_hex(), bytes, stored_at])
+                    .map_err(sql_err(&self.path, what))?;
+            }
+        }
+        tx.commit().map_err(sql_err(&self.path, what))
+    }
+
     /// A held chunk's bytes.
     pub fn chunk(&self, sha256: &Sha256Digest) -> Result<Option<Vec<u8>>, StateError> {
         self.conn

@@ -48,6 +48,24 @@ fn opens_in_wal_with_full_sync_and_the_current_schema() {
 }
 
 #[test]
+fn a_batch_of_chunks_is_stored_whole_and_again_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let batch: Vec<_> = (1..=3).map(|n| (digest(n), vec![n; 100])).collect();
+    {
+        let mut state = open(dir.path());
+        state.put_chunk(&digest(2), &[2; 100], NOW).unwrap();
+        state.put_chunks(&batch, NOW).unwrap();
+        state.put_chunks(&batch, NOW).unwrap();
+        state.put_chunks(&[], NOW).unwrap();
+    }
+    let state = open(dir.path());
+    for (sha256, bytes) in &batch {
+        assert_eq!(state.chunk(sha256).unwrap().as_ref(), Some(bytes));
+    }
+    assert!(!state.has_chunk(&digest(4)).unwrap());
+}
+
+#[test]
 fn reopening_migrates_nothing_and_keeps_every_table() {
     let dir = tempfile::tempdir().unwrap();
     {

@@ -7,9 +7,10 @@
 //!    lying, stale, rolled back) is recorded and the next one is tried.
 //! 2. **Select** — the channel's newest release in the trusted targets, refusing one below the highest
 //!    release this site ever recorded, or one that needs a newer agent.
-//! 3. **Fetch** — the signed chunk index, then only the chunks the site does not hold, each checked against
-//!    the index before zstd sees it and stored; a chunk that fails on one mirror is fetched from the next.
-//!    The release is then `staged` in the journal.
+//! 3. **Fetch** — the signed chunk index, then only the chunks the site does not hold, up to
+//!    [`CHUNKS_IN_FLIGHT`] at once, each checked against the index before zstd sees it; a chunk that
+//!    fails on one mirror is fetched from the next. Verified chunks are stored in batched transactions as
+//!    they arrive, so a crash keeps what was fetched. The release is then `staged` in the journal.
 //! 4. **Gate** — the release's rollout wave for this site's seed and the change windows say whether to
 //!    apply now.
 //! 5. **Apply** — the tar is rebuilt from the local store and checked against the signed digest, walked
@@ -18,15 +19,15 @@
 //! A pass that fails at any point leaves the site as it was: what runs keeps running, and nothing is ever
 //! removed because a mirror or the network is gone.
 
-use mast_mirror::client::{
-    Client, ClientError, TimestampRead, Validators, fetch_target, fetch_verified,
-};
-use mast_mirror::{Mirror, MirrorRead, ObjectPath};
+mod fetch;
+mod observe;
+
+use std::time::Duration;
+
+use mast_mirror::client::{Client, ClientError, TimestampRead, Validators};
+use mast_mirror::{Mirror, MirrorRead};
 use mast_protocol::bundle::options::{BundleOptions, Drift, OPTIONS_FILES};
-use mast_protocol::bundle::{
-    ChunkIndex, IndexLimits, Reassembler, TarFile, WalkLimits, verify_chunk, walk,
-};
-use mast_protocol::digest::Sha256Digest;
+use mast_protocol::bundle::{ChunkIndex, IndexLimits, Reassembler, TarFile, WalkLimits, walk};
 use mast_protocol::release::{
     AgentVersion, Channel, ReleaseError, ReleaseNumber, SelectedRelease, select_release,
 };
@@ -34,8 +35,12 @@ use mast_protocol::tuf::{Limits, TrustedMetadata};
 use time::OffsetDateTime;
 
 use crate::apply::{Applier, ApplyError, ApplyReport, ApplyRequest, DriftFinding, Health};
-use crate::schedule::{ApplyGate, ChangeWindows};
+use crate::schedule::{ApplyGate, ChangeWindows, parse_max_age};
 use crate::state::{JournalState, State, StateError, rfc3339};
+use crate::telemetry::Metrics;
+
+pub use fetch::CHUNKS_IN_FLIGHT;
+pub use observe::{Observed, mirror_kind};
 
 /// What a site is, for a pass: its channel, rollout seed, change windows and agent version.
 #[derive(Debug, Clone)]
@@ -117,6 +122,9 @@ pub struct PassReport {
     pub chunks_fetched: usize,
     /// Chunks the release needed that the site already held.
     pub chunks_held: usize,
+    /// The `max-age` of the `Cache-Control` the trusted mirror sent with `timestamp.json`, for the
+    /// scheduler (which never polls sooner than its interval because of it).
+    pub timestamp_max_age: Option<Duration>,
 }
 
 /// Why a pass failed. Every variant leaves the site running what it ran.
@@ -200,22 +208,28 @@ impl PassError {
     }
 }
 
-/// Runs one pass. `mirrors` are tried in order; `now` is the pass's one instant (TUF §5.1).
+/// Runs one pass. `mirrors` are tried in order; `now` is the pass's one instant (TUF §5.1). Requests,
+/// "not modified" answers and refused bytes are counted in `metrics`.
 pub async fn run_pass(
     state: &mut State,
     mirrors: &[Mirror],
     site: &Site,
     applier: &mut dyn Applier,
     now: OffsetDateTime,
+    metrics: &Metrics,
 ) -> Result<PassReport, PassError> {
-    let (first, trusted, skipped) = refresh(state, mirrors, now).await?;
+    let mirrors: Vec<Observed<'_>> = mirrors.iter().map(|m| Observed::new(m, metrics)).collect();
+    let mirrors = &mirrors[..];
+    let refreshed = refresh(state, mirrors, now, metrics).await?;
+    let (first, trusted) = (refreshed.position, refreshed.trusted);
     let mut report = PassReport {
         outcome: PassOutcome::NoRelease,
         mirror: mirrors[first].describe(),
-        skipped,
+        skipped: refreshed.failures,
         bytes_fetched: 0,
         chunks_fetched: 0,
         chunks_held: 0,
+        timestamp_max_age: refreshed.max_age,
     };
     state.set_fact(crate::freshness::LAST_REFRESH_FACT, &rfc3339(now))?;
     state.set_fact("last_mirror", &report.mirror)?;
@@ -254,7 +268,8 @@ pub async fn run_pass(
         return Ok(report);
     }
 
-    let index = fetch_release(state, mirrors, first, &selected, now, &mut report).await?;
+    let index =
+        fetch::fetch_release(state, mirrors, first, &selected, now, metrics, &mut report).await?;
     match ApplyGate::decide(
         selected.release.waves.decision(site.seed, now),
         &site.windows,
@@ -492,12 +507,21 @@ fn unpack(tar: &[u8], release: u64) -> Result<(Vec<TarFile<'_>>, BundleOptions),
     Ok((files, options))
 }
 
+/// What a refresh gave: the mirror that served it, what is now trusted, who failed before it.
+struct Refreshed {
+    position: usize,
+    trusted: TrustedMetadata,
+    failures: Vec<MirrorFailure>,
+    max_age: Option<Duration>,
+}
+
 /// Walks the mirrors until one refreshes; returns its position, the trusted metadata and the failures.
-async fn refresh(
+async fn refresh<M: MirrorRead>(
     state: &mut State,
-    mirrors: &[Mirror],
+    mirrors: &[M],
     now: OffsetDateTime,
-) -> Result<(usize, TrustedMetadata, Vec<MirrorFailure>), PassError> {
+    metrics: &Metrics,
+) -> Result<Refreshed, PassError> {
     let mut failures = Vec::new();
     for (position, mirror) in mirrors.iter().enumerate() {
         // Each attempt starts from what is durably trusted, including what a failed attempt stored.
@@ -523,6 +547,7 @@ async fn refresh(
             Ok(()) => {
                 let trusted = client.trusted().clone();
                 let read = client.timestamp_read().clone();
+                let max_age = client.timestamp_cache_control().and_then(parse_max_age);
                 drop(client);
                 // The validators go with the timestamp this mirror gave and the refresh kept: the next
                 // idle poll of this mirror is then one conditional request answered "not modified".
@@ -530,10 +555,18 @@ async fn refresh(
                 if let TimestampRead::Fetched(validators) = read {
                     state.set_fact(&key, &format_validators(&validators, now))?;
                 }
-                return Ok((position, trusted, failures));
+                return Ok(Refreshed {
+                    position,
+                    trusted,
+                    failures,
+                    max_age,
+                });
             }
             Err(e) => {
                 tracing::warn!(mirror = %mirror.describe(), error = %e, "mirror skipped");
+                if let ClientError::Tuf(tuf) = &e {
+                    metrics.record_verification_failure(tuf.kind());
+                }
                 failures.push(failure(mirror, &e));
             }
         }
@@ -565,145 +598,8 @@ fn select(
     Ok(selected)
 }
 
-/// Fetches the index and every chunk the site lacks, trying mirrors from `first` on; stages the release.
-async fn fetch_release(
-    state: &mut State,
-    mirrors: &[Mirror],
-    first: usize,
-    selected: &SelectedRelease,
-    now: OffsetDateTime,
-    report: &mut PassReport,
-) -> Result<ChunkIndex, PassError> {
-    let release = &selected.release;
-    let number = release.number.get();
-    let order: Vec<&Mirror> = mirrors
-        .iter()
-        .skip(first)
-        .chain(&mirrors[..first])
-        .collect();
-    let mut failures = Vec::new();
-
-    let mut index_bytes = None;
-    for mirror in &order {
-        let mut bytes = Vec::new();
-        let target = &selected.index;
-        match fetch_target(*mirror, &target.name, &target.file, &mut bytes).await {
-            Ok(()) => {
-                index_bytes = Some(bytes);
-                break;
-            }
-            Err(e) => failures.push(failure(mirror, &e)),
-        }
-    }
-    let Some(index_bytes) = index_bytes else {
-        return Err(PassError::Content {
-            release: number,
-            failures,
-        });
-    };
-    report.bytes_fetched += index_bytes.len() as u64;
-    let bad = |reason: String| PassError::Bundle {
-        release: number,
-        reason,
-    };
-    let index = ChunkIndex::from_slice(&index_bytes, &IndexLimits::default())
-        .map_err(|e| bad(format!("chunk index: {e}")))?;
-    if index.tar_sha256() != release.tar_sha256 || index.tar_length() != release.tar_length {
-        return Err(bad(format!(
-            "the index describes a tar of {} bytes with sha256 {}, the signed release one of {} bytes \
-             with sha256 {}",
-            index.tar_length(),
-            index.tar_sha256(),
-            release.tar_length,
-            release.tar_sha256
-        )));
-    }
-
-    let mut wanted = Vec::new();
-    let mut listed = std::collections::HashSet::new();
-    for entry in index.chunks() {
-        if listed.insert(entry.sha256()) {
-            wanted.push(entry);
-        }
-    }
-    for entry in wanted {
-        if state.has_chunk(&entry.sha256())? {
-            report.chunks_held += 1;
-            continue;
-        }
-        let mut stored = false;
-        for mirror in &order {
-            match fetch_chunk(*mirror, entry.sha256(), entry.length(), |bytes| {
-                verify_chunk(entry, bytes)
-                    .map(drop)
-                    .map_err(|e| e.to_string())
-            })
-            .await
-            {
-                Ok(bytes) => {
-                    state.put_chunk(&entry.sha256(), &bytes, now)?;
-                    report.bytes_fetched += bytes.len() as u64;
-                    report.chunks_fetched += 1;
-                    stored = true;
-                    break;
-                }
-                Err(reason) => failures.push(MirrorFailure {
-                    mirror: mirror.describe(),
-                    reason,
-                    retry_after: None,
-                }),
-            }
-        }
-        if !stored {
-            return Err(PassError::Content {
-                release: number,
-                failures,
-            });
-        }
-    }
-    let chunks: Vec<Sha256Digest> = listed.into_iter().collect();
-    state.record_release(
-        release.channel.as_str(),
-        number,
-        &release.tar_sha256,
-        &index_bytes,
-        &chunks,
-        now,
-    )?;
-    state.journal_append(
-        release.channel.as_str(),
-        number,
-        JournalState::Staged,
-        "",
-        now,
-    )?;
-    Ok(index)
-}
-
-/// Reads one chunk whole, checks its length and sha256 while it streams and then `check` (zstd and the
-/// raw digest) before anything stores it.
-async fn fetch_chunk<M: MirrorRead>(
-    mirror: &M,
-    sha256: Sha256Digest,
-    length: u64,
-    check: impl FnOnce(&[u8]) -> Result<(), String>,
-) -> Result<Vec<u8>, String> {
-    let mut bytes = Vec::with_capacity(usize::try_from(length).unwrap_or(0));
-    fetch_verified(
-        mirror,
-        &ObjectPath::Chunk(sha256),
-        length,
-        &sha256,
-        &mut bytes,
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    check(&bytes)?;
-    Ok(bytes)
-}
-
 /// The fact under which a mirror's `timestamp.json` validators are kept.
-fn validators_key(mirror: &Mirror) -> String {
+fn validators_key(mirror: &impl MirrorRead) -> String {
     format!("timestamp_validators {}", mirror.describe())
 }
 
@@ -739,7 +635,7 @@ fn parse_validators(fact: &str, now: OffsetDateTime) -> Option<Validators> {
     (validators.etag.is_some() || validators.last_modified.is_some()).then_some(validators)
 }
 
-fn failure(mirror: &Mirror, error: &ClientError) -> MirrorFailure {
+fn failure(mirror: &impl MirrorRead, error: &ClientError) -> MirrorFailure {
     let retry_after = match error {
         ClientError::Mirror(e) => e.retry_after().map(str::to_owned),
         _ => None,

@@ -23,10 +23,11 @@ pub mod remote;
 pub mod store;
 
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Read};
+use std::io::{self, Read, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use bytes::Bytes;
 use clap::{Args, Subcommand};
 use mast_mirror::client::{Client, ClientError};
 use mast_mirror::tls;
@@ -36,6 +37,10 @@ use time::OffsetDateTime;
 
 use remote::{DownloadError, Remote, TargetNaming};
 use store::{FileStore, check_root, staging_path, sync_dir};
+
+/// Received pieces queued for the file writer: a few MiB at most, so a slow disk holds the download
+/// back instead of filling memory.
+const WRITE_QUEUE: usize = 64;
 
 /// Arguments of `mast-agent tuf`: the conformance CLI's options, given before the action.
 #[derive(Debug, Args)]
@@ -299,12 +304,33 @@ async fn fetch_into(
     let staging = staging_path(path);
     let result = async {
         let file = File::create(&staging).map_err(io)?;
-        let mut sink = BufWriter::with_capacity(1 << 20, file);
-        remote
-            .download(&url, target.length, &sha256, &mut sink)
-            .await
-            .map_err(failed)?;
-        let file = sink.into_inner().map_err(|e| io(e.into_error()))?;
+        // The file is written on its own thread, so that filling the page cache (as costly as the
+        // network read on a small VM) overlaps with receiving and hashing the next pieces.
+        let (pieces, queue) = std::sync::mpsc::sync_channel::<Bytes>(WRITE_QUEUE);
+        let writer = std::thread::spawn(move || -> io::Result<File> {
+            let mut file = file;
+            for piece in queue {
+                file.write_all(&piece)?;
+            }
+            Ok(file)
+        });
+        let fetched = remote
+            .download(&url, target.length, &sha256, &mut |piece| {
+                pieces
+                    .send(piece)
+                    .map_err(|_| io::Error::other("the file writer stopped"))
+            })
+            .await;
+        drop(pieces);
+        let written = writer
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the file writer panicked")));
+        // A write error explains a stopped writer better than the send that failed on it.
+        let file = match (written, fetched) {
+            (Err(e), _) => return Err(io(e)),
+            (Ok(_), Err(e)) => return Err(failed(e)),
+            (Ok(file), Ok(())) => file,
+        };
         // sha256 was checked while streaming; any other hash listed (sha512) is checked on the file.
         if target.hashes.keys().any(|a| a != "sha256") {
             check_hashes(&staging, target).map_err(|reason| {

@@ -3,8 +3,6 @@
 //! separate, small [`MirrorRead`] over the same HTTP client (rustls with ring, mast's user agent and
 //! timeouts), plus a streaming target download that checks length and sha256 as the bytes arrive.
 
-use std::io::Write;
-
 use bytes::Bytes;
 use mast_mirror::{MirrorError, MirrorRead, ObjectPath, Response};
 use mast_protocol::digest::{Sha256Digest, Sha256Hasher};
@@ -113,14 +111,15 @@ impl Remote {
         Ok((url, sha256))
     }
 
-    /// Streams `url` into `sink`, stopping one piece past `length` bytes, and checks the length and
-    /// `sha256` at the end. The sink has seen unverified bytes when this fails: make it a staging file.
+    /// Streams `url` into `sink` piece by piece (each piece handed over as received, without a copy),
+    /// stopping one piece past `length` bytes, and checks the length and `sha256` at the end. The sink
+    /// has seen unverified bytes when this fails: make it a staging file.
     pub async fn download(
         &self,
         url: &str,
         length: u64,
         sha256: &Sha256Digest,
-        sink: &mut impl Write,
+        sink: &mut impl FnMut(Bytes) -> std::io::Result<()>,
     ) -> Result<(), DownloadError> {
         let mismatch = |reason: String| DownloadError::Mismatch {
             url: url.to_owned(),
@@ -136,11 +135,10 @@ impl Remote {
                 return Err(mismatch(format!("longer than the signed {length} bytes")));
             }
             hasher.update(&piece);
-            sink.write_all(&piece)
-                .map_err(|source| DownloadError::Sink {
-                    url: url.to_owned(),
-                    source,
-                })?;
+            sink(piece).map_err(|source| DownloadError::Sink {
+                url: url.to_owned(),
+                source,
+            })?;
         }
         let (read, actual) = (hasher.len(), hasher.finish());
         if read != length || actual != *sha256 {

@@ -7,6 +7,7 @@
 
 mod index;
 mod reassemble;
+mod refill;
 
 use std::collections::HashMap;
 
@@ -19,6 +20,7 @@ use crate::digest::Sha256Digest;
 
 pub use self::index::{ChunkIndex, ChunkRef, IndexLimits};
 pub use self::reassemble::{Reassembler, verify_chunk};
+pub use self::refill::{ChunkRefill, Refilled};
 
 /// The largest raw chunk any index may describe, whatever its chunker parameters say: 4 MiB.
 ///
@@ -116,15 +118,14 @@ impl std::fmt::Debug for Chunk {
     }
 }
 
-impl ChunkIndex {
-    /// Cuts `tar` into chunks, compresses each, and returns the index with the distinct compressed chunks.
-    ///
-    /// A chunk that occurs several times in the tar is listed at each position in the index but returned
-    /// once, so the caller stores each blob once.
-    pub fn build(
-        tar: &[u8],
-        params: &ChunkParams,
-    ) -> Result<(ChunkIndex, Vec<Chunk>), BundleError> {
+/// zstd with the settings every chunk is compressed with. The same raw bytes give the same frame, and so
+/// the same chunk name, as long as zstd's level-3 output does not change between versions; an agent that
+/// recreates chunks (a first install from `bundle.tar.gz`) checks every frame against its signed name.
+pub struct ChunkCompressor(zstd::bulk::Compressor<'static>);
+
+impl ChunkCompressor {
+    /// A compressor at level 3 with the frame header pinned.
+    pub fn new() -> Result<Self, BundleError> {
         let mut compressor =
             zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(BundleError::Compress)?;
         // Pin what the frame header carries, so a change of zstd's defaults cannot rename every chunk: the
@@ -139,6 +140,33 @@ impl ChunkIndex {
                 .set_parameter(parameter)
                 .map_err(BundleError::Compress)?;
         }
+        Ok(Self(compressor))
+    }
+
+    /// One chunk's zstd frame.
+    pub fn compress(&mut self, raw: &[u8]) -> Result<Vec<u8>, BundleError> {
+        self.0.compress(raw).map_err(BundleError::Compress)
+    }
+}
+
+impl std::fmt::Debug for ChunkCompressor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkCompressor")
+            .field("level", &ZSTD_LEVEL)
+            .finish()
+    }
+}
+
+impl ChunkIndex {
+    /// Cuts `tar` into chunks, compresses each, and returns the index with the distinct compressed chunks.
+    ///
+    /// A chunk that occurs several times in the tar is listed at each position in the index but returned
+    /// once, so the caller stores each blob once.
+    pub fn build(
+        tar: &[u8],
+        params: &ChunkParams,
+    ) -> Result<(ChunkIndex, Vec<Chunk>), BundleError> {
+        let mut compressor = ChunkCompressor::new()?;
         let cuts = FastCDC::with_level(
             tar,
             params.min as usize,
@@ -158,7 +186,7 @@ impl ChunkIndex {
                 refs.push(again);
                 continue;
             }
-            let bytes = compressor.compress(raw).map_err(BundleError::Compress)?;
+            let bytes = compressor.compress(raw)?;
             let digest = Sha256Digest::of(&bytes);
             seen.insert(raw_sha256, refs.len());
             refs.push(ChunkRef {

@@ -260,6 +260,12 @@ pub enum BundleError {
         /// Its length.
         actual_length: u64,
     },
+    /// More tar bytes arrived than the index says the tar has.
+    #[error("the tar is longer than the {expected_length} bytes the index says")]
+    TarTooLong {
+        /// The signed length.
+        expected_length: u64,
+    },
 }
 
 /// Kinds of tar entries a bundle may not contain.

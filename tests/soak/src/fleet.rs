@@ -229,12 +229,15 @@ impl SimSite {
         let now = OffsetDateTime::now_utc();
         let mut state = State::open(&self.state_path())?;
         state.trust_initial_root(&self.root, 1, now)?;
+        // The simulated sites export no metrics; the pass still counts into a registry of its own.
+        let metrics = mast_agent::telemetry::Metrics::new();
         let report = run_pass(
             &mut state,
             &self.mirrors,
             &self.site,
             &mut self.applier,
             now,
+            &metrics,
         )
         .await?;
         drop(state);
