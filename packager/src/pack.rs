@@ -22,7 +22,7 @@ use mast_protocol::bundle::{
     gunzip_bounded, walk,
 };
 use mast_protocol::digest::Sha256Digest;
-use mast_protocol::manifest::{ManifestError, ManifestLimits, ObjectId, split};
+use mast_protocol::manifest::{ManifestError, ManifestLimits, ObjectId, identify};
 use serde::Serialize;
 
 use crate::progress::Progress;
@@ -501,8 +501,9 @@ fn check_file(path: &BundlePath, data: &[u8]) -> Result<Checked, PackError> {
         return Err(PackError::Unsupported(name.to_owned()));
     }
     let text = std::str::from_utf8(data).map_err(|_| PackError::NotUtf8(name.to_owned()))?;
+    // Identity only: the same parser, budgets and refusals as the agent's `split`, without building values.
     let objects =
-        split(text, &ManifestLimits::default()).map_err(|source| PackError::Manifest {
+        identify(text, &ManifestLimits::default()).map_err(|source| PackError::Manifest {
             file: name.to_owned(),
             source,
         })?;
