@@ -143,3 +143,40 @@ proptest! {
         prop_assert_eq!(back, want);
     }
 }
+
+/// A bundle of several gzip blocks reads back through GNU gzip, byte for byte, as one gzip member.
+#[test]
+fn multi_block_gzip_reads_with_gnu_gzip() {
+    use std::io::Write;
+    let files: Vec<(BundlePath, Vec<u8>)> = (0..60)
+        .map(|i| {
+            let text = format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c{i}\ndata:\n")
+                + &format!("  k{i}: \"{}\"\n", "edge site cell tower ".repeat(5)).repeat(600);
+            (format!("c/{i:02}.yaml").parse().unwrap(), text.into_bytes())
+        })
+        .collect();
+    let tar = build_tar(files).unwrap();
+    assert!(
+        tar.len() > 3 * mast_protocol::bundle::GZIP_BLOCK,
+        "{}",
+        tar.len()
+    );
+    let gz = gzip(&tar);
+    let mut child = std::process::Command::new("gzip")
+        .args(["-d", "-c"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || stdin.write_all(&gz).unwrap());
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    assert!(out.status.success());
+    assert!(
+        out.stdout == tar,
+        "gzip -d gave {} bytes, want {}",
+        out.stdout.len(),
+        tar.len()
+    );
+}

@@ -40,5 +40,5 @@ pub use self::chunk::{
 };
 pub use self::error::{BundleError, ForbiddenKind};
 pub use self::path::{BundlePath, BundlePathError, MAX_PATH_LEN, MAX_SEGMENT_LEN, PathFault};
-pub use self::tar::{build_tar, gunzip_bounded, gzip};
+pub use self::tar::{GZIP_BLOCK, build_tar, gunzip_bounded, gzip, gzip_on};
 pub use self::walker::{TarFile, WalkLimits, walk};
