@@ -14,6 +14,8 @@
 //! collections and quoted scalars (with their escapes), duplicate keys in every mapping, and the
 //! budgets (depth, nodes, documents) with a margin.
 
+use std::collections::HashSet;
+
 use super::{Field, Identified, ManifestLimits, Meta, identity};
 
 /// The scanner is not sure; the full parser must decide.
@@ -26,15 +28,18 @@ type Res<T> = Result<T, Defer>;
 pub(super) fn identify(text: &str, limits: &ManifestLimits) -> Res<Vec<Identified>> {
     // Printable ASCII, newlines and tabs only: no control characters, no CR, no BOM, no non-ASCII
     // whose YAML treatment (line separators, C1 controls) would need care.
-    if !text
-        .bytes()
-        .all(|b| (0x20..0x7f).contains(&b) || b == b'\n' || b == b'\t')
-    {
+    // No early exit, so the loop vectorises.
+    let odd = text.bytes().fold(false, |odd, b| {
+        odd | (b >= 0x7f) | ((b < 0x20) & (b != b'\n') & (b != b'\t'))
+    });
+    if odd {
         return Err(Defer);
     }
     let mut scan = Scan {
         lines: text.split('\n').collect(),
+        tabs: text.contains('\t'),
         at: 0,
+        peeked: None,
         virt: None,
         nodes: 0,
         // Margins: the full parser counts nodes, events and depth its own way.
@@ -114,8 +119,12 @@ enum Value<'a> {
 
 struct Scan<'a> {
     lines: Vec<&'a str>,
+    /// Whether any line has a tab: most files have none, and need no line checked for one.
+    tabs: bool,
     /// The next physical line.
     at: usize,
+    /// The last answer of `peek` from the physical lines: (`at` then, indent, text).
+    peeked: Option<(usize, usize, &'a str)>,
     /// The rest of the current line after a sequence's `- `, read as a line of its own at that column.
     virt: Option<(usize, &'a str)>,
     nodes: usize,
@@ -129,6 +138,11 @@ impl<'a> Scan<'a> {
     fn peek(&mut self) -> Res<Option<(usize, &'a str)>> {
         if let Some(virt) = self.virt {
             return Ok(Some(virt));
+        }
+        if let Some((at, indent, text)) = self.peeked
+            && at == self.at
+        {
+            return Ok(Some((indent, text)));
         }
         while let Some(&line) = self.lines.get(self.at) {
             if line.starts_with("---") || line.starts_with("...") {
@@ -144,10 +158,12 @@ impl<'a> Scan<'a> {
                 self.at += 1;
                 continue;
             }
-            if text.contains('\t') {
+            if self.tabs && text.contains('\t') {
                 return Err(Defer);
             }
-            return Ok(Some((line.len() - text.len(), text)));
+            let indent = line.len() - text.len();
+            self.peeked = Some((self.at, indent, text));
+            return Ok(Some((indent, text)));
         }
         Ok(None)
     }
@@ -189,6 +205,7 @@ impl<'a> Scan<'a> {
             keys.insert(key)?;
             self.node(depth + 1)?;
             let wanted = match (level, key) {
+                (Level::Other, _) => None,
                 (Level::Top, "apiVersion") => Some(&mut found.api_version),
                 (Level::Top, "kind") => Some(&mut found.kind),
                 (Level::Metadata, "name") => Some(&mut found.name),
@@ -313,7 +330,7 @@ impl<'a> Scan<'a> {
             _ => {
                 let (plain, after) = cut_comment(rest);
                 check_plain(plain)?;
-                if plain.contains(": ") || plain.ends_with(':') {
+                if key_colon(plain).is_some() {
                     return Err(Defer);
                 }
                 let value = if is_identifier_string(plain) {
@@ -437,17 +454,29 @@ impl<'a> Scan<'a> {
     }
 }
 
-/// The keys of one mapping, refusing (deferring on) a repeated one.
+/// The keys of one mapping, refusing (deferring on) a repeated one. Most mappings have a handful of
+/// keys, searched in a list; a large one (a ConfigMap's data) moves to a hash set.
 #[derive(Default)]
-struct Keys<'a>(Vec<&'a str>);
+struct Keys<'a> {
+    few: Vec<&'a str>,
+    many: HashSet<&'a str>,
+}
 
 impl<'a> Keys<'a> {
+    const FEW: usize = 16;
+
     fn insert(&mut self, key: &'a str) -> Res<()> {
-        if self.0.contains(&key) {
-            return Err(Defer);
-        }
-        self.0.push(key);
-        Ok(())
+        let fresh = if self.few.len() < Self::FEW {
+            let fresh = !self.few.contains(&key);
+            self.few.push(key);
+            fresh
+        } else {
+            if self.many.is_empty() {
+                self.many.extend(self.few.iter().copied());
+            }
+            self.many.insert(key)
+        };
+        if fresh { Ok(()) } else { Err(Defer) }
     }
 }
 
@@ -461,7 +490,11 @@ fn skip_spaces(s: &str, pos: usize) -> usize {
 
 /// Splits a plain scalar from a trailing comment: (scalar, rest from the comment on).
 fn cut_comment(s: &str) -> (&str, &str) {
-    let end = s.find(" #").unwrap_or(s.len());
+    let end = s
+        .match_indices('#')
+        .map(|(i, _)| i)
+        .find(|&i| i > 0 && s.as_bytes()[i - 1] == b' ')
+        .map_or(s.len(), |i| i - 1);
     (s[..end].trim_end_matches(' '), &s[end..])
 }
 
@@ -489,11 +522,7 @@ fn split_key(text: &str) -> Res<Option<(&str, &str)>> {
         }
         (clean.ok_or(Defer)?, &text[end + 1..])
     } else {
-        let Some(colon) = text
-            .match_indices(':')
-            .map(|(i, _)| i)
-            .find(|&i| matches!(text.as_bytes().get(i + 1), None | Some(b' ')))
-        else {
+        let Some(colon) = key_colon(text) else {
             return Ok(None);
         };
         let key = text[..colon].trim_end_matches(' ');
@@ -506,6 +535,13 @@ fn split_key(text: &str) -> Res<Option<(&str, &str)>> {
         return Err(Defer);
     }
     Ok(Some((key, after.trim_start_matches(' '))))
+}
+
+/// The first `:` followed by a space or the end: where a plain key ends.
+fn key_colon(text: &str) -> Option<usize> {
+    text.match_indices(':')
+        .map(|(i, _)| i)
+        .find(|&i| matches!(text.as_bytes().get(i + 1), None | Some(b' ')))
 }
 
 /// A plain mapping key the scanner accepts: an identifier of letters, digits and `._/-`, starting with a
@@ -527,11 +563,12 @@ fn is_identifier_string(s: &str) -> bool {
 }
 
 fn is_special_word(s: &str) -> bool {
-    [
-        "y", "n", "yes", "no", "on", "off", "true", "false", "null", "inf", "infinity", "nan",
-    ]
-    .iter()
-    .any(|w| s.eq_ignore_ascii_case(w))
+    s.len() <= 8
+        && [
+            "y", "n", "yes", "no", "on", "off", "true", "false", "null", "inf", "infinity", "nan",
+        ]
+        .iter()
+        .any(|w| s.eq_ignore_ascii_case(w))
 }
 
 /// A one-line plain scalar the parser reads without error: no indicator first, and nothing that could
