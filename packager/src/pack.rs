@@ -390,12 +390,22 @@ impl Unchecked {
         assemble(&self.files, checked)
     }
 
-    /// Checks the content and builds the tar.
+    /// Checks the content and, alongside, builds and hashes the tar. A content error is reported before a
+    /// tar error, as if the two ran in turn.
     pub fn into_bundle(self, progress: bool) -> Result<Bundle, PackError> {
-        let content = self.check(progress)?;
-        let tar = self.tar()?;
+        let (content, tar) = std::thread::scope(|scope| {
+            let builder = scope.spawn(|| self.tar().map(|tar| (Sha256Digest::of(&tar), tar)));
+            let content = self.check(progress);
+            match builder.join() {
+                Ok(tar) => (content, tar),
+                // Building a tar in memory only panics on a bug; carry it to the caller.
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        });
+        let content = content?;
+        let (tar_sha256, tar) = tar?;
         Ok(Bundle {
-            tar_sha256: Sha256Digest::of(&tar),
+            tar_sha256,
             tar,
             content,
         })

@@ -411,7 +411,8 @@ mod tests {
             "...\n",
             "%YAML 1.2\n",
         ];
-        for case in cases {
+        let huge = format!("x: {}\n", "9".repeat(400));
+        for case in cases.into_iter().chain([huge.as_str()]) {
             let text = format!("{head}{case}");
             assert!(fast::identify(&text, &limits()).is_err(), "{text:?}");
             assert_eq!(

@@ -19,7 +19,7 @@ const GOLDEN_TAR_SHA256: &str = "fbbc6427bd6d0e9caa05007cf827cb143c25884f5fb2091
 /// The sha256 of the golden tar's gzip and chunk index. These depend on the deflate and zstd builds too: a
 /// dependency update that changes them renames every published blob (correct, but no longer deduplicated
 /// against earlier releases), so it should be a deliberate change.
-const GOLDEN_GZ_SHA256: &str = "3f77ec49bc338049dddf299e5bb090a771c4b30ef68bf4bca54b72a98ca3dd55";
+const GOLDEN_GZ_SHA256: &str = "76968ecc06095afca420fa4f63905e3f0d6fb7d88fe201379e0a31645fcb28dd";
 const GOLDEN_INDEX_SHA256: &str =
     "4047600deafb5f0ad32253bb01eff855eb2536680fe4a2e4746739d8a2a9a266";
 

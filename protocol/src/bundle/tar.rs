@@ -12,8 +12,10 @@ use flate2::{Compress, Compression, FlushCompress, Status};
 use super::error::BundleError;
 use super::path::BundlePath;
 
-/// The gzip level: `gzip`'s own default, which is also what `tar czf` uses.
-const GZIP_LEVEL: u32 = 6;
+/// The gzip level. Level 5, not `gzip`'s default 6: on rendered YAML it deflates in a little over half the
+/// time of level 6 for about 2% more bytes (50 MB of manifests: 0.72 s and 11.02 MB against 1.31 s and
+/// 10.77 MB with zlib-rs), and a site that cares about every byte fetches the chunk index instead.
+const GZIP_LEVEL: u32 = 5;
 
 /// The deflate block `gzip` cuts the tar into: 1 MiB, pigz's default is 128 KiB; larger blocks lose less
 /// to block boundaries and a 50 MB bundle still gives every core dozens of blocks. Part of the output's
@@ -119,7 +121,7 @@ pub fn gzip_on(tar: &[u8], threads: usize) -> Vec<u8> {
     crc.update(tar);
     let deflated: usize = pieces.iter().map(|(_, p)| p.len()).sum();
     let mut out = Vec::with_capacity(10 + deflated + 8);
-    // ID1 ID2, CM deflate, no flags, mtime 0, XFL 0 (neither fastest nor best), OS.
+    // ID1 ID2, CM deflate, no flags, mtime 0, XFL 0 (neither fastest nor best level), OS.
     out.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, GZIP_OS_UNKNOWN]);
     for (_, piece) in &pieces {
         out.extend_from_slice(piece);

@@ -586,7 +586,7 @@ fn check_plain(s: &str) -> Res<()> {
     let unsigned = s.trim_start_matches(['+', '-']);
     let numeric = unsigned.as_bytes().first().is_some_and(u8::is_ascii_digit);
     if unsigned.starts_with('.')
-        || (numeric && unsigned.contains(['e', 'E']))
+        || (numeric && (unsigned.contains(['e', 'E']) || unsigned.len() > 300))
         || is_special_word(unsigned)
     {
         return Err(Defer);
