@@ -22,7 +22,7 @@ use mast_protocol::bundle::{
     gunzip_bounded, walk,
 };
 use mast_protocol::digest::Sha256Digest;
-use mast_protocol::manifest::{ManifestError, ManifestLimits, ObjectId, split};
+use mast_protocol::manifest::{ManifestError, ManifestLimits, ObjectId, identify};
 use serde::Serialize;
 
 use crate::progress::Progress;
@@ -390,12 +390,22 @@ impl Unchecked {
         assemble(&self.files, checked)
     }
 
-    /// Checks the content and builds the tar.
+    /// Checks the content and, alongside, builds and hashes the tar. A content error is reported before a
+    /// tar error, as if the two ran in turn.
     pub fn into_bundle(self, progress: bool) -> Result<Bundle, PackError> {
-        let content = self.check(progress)?;
-        let tar = self.tar()?;
+        let (content, tar) = std::thread::scope(|scope| {
+            let builder = scope.spawn(|| self.tar().map(|tar| (Sha256Digest::of(&tar), tar)));
+            let content = self.check(progress);
+            match builder.join() {
+                Ok(tar) => (content, tar),
+                // Building a tar in memory only panics on a bug; carry it to the caller.
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        });
+        let content = content?;
+        let (tar_sha256, tar) = tar?;
         Ok(Bundle {
-            tar_sha256: Sha256Digest::of(&tar),
+            tar_sha256,
             tar,
             content,
         })
@@ -501,8 +511,9 @@ fn check_file(path: &BundlePath, data: &[u8]) -> Result<Checked, PackError> {
         return Err(PackError::Unsupported(name.to_owned()));
     }
     let text = std::str::from_utf8(data).map_err(|_| PackError::NotUtf8(name.to_owned()))?;
+    // Identity only: the same parser, budgets and refusals as the agent's `split`, without building values.
     let objects =
-        split(text, &ManifestLimits::default()).map_err(|source| PackError::Manifest {
+        identify(text, &ManifestLimits::default()).map_err(|source| PackError::Manifest {
             file: name.to_owned(),
             source,
         })?;

@@ -198,7 +198,8 @@ pub fn release(args: &ReleaseArgs, now: OffsetDateTime) -> Result<ReleaseReport,
     };
     let (index, chunks) = chunked.map_err(|e| ReleaseError::Build(e.to_string()))?;
     let bundle = Bundle {
-        tar_sha256: Sha256Digest::of(&tar),
+        // The chunker hashed the whole tar already.
+        tar_sha256: index.tar_sha256(),
         tar,
         content,
     };

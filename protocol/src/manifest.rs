@@ -10,9 +10,15 @@
 //! An object's identity is its API group, kind, namespace and name ([`ObjectId`]): the version is not part
 //! of it, because `apps/v1` and `apps/v1beta2` of one Deployment are the same object to the API server.
 
+mod fast;
+mod identify;
+
+use std::borrow::Cow;
 use std::fmt;
 
 use serde_json::Value;
+
+pub use self::identify::identify;
 
 /// Caps on one YAML file, enforced while it is parsed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +74,17 @@ pub struct Object {
     pub document: usize,
     /// The whole document.
     pub value: Value,
+}
+
+/// An object's identity as [`identify`] reads it, without the document's values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identified {
+    /// Its identity.
+    pub id: ObjectId,
+    /// The full `apiVersion` (`apps/v1`).
+    pub api_version: String,
+    /// Which document of the file it came from, counting from 1 and skipping empty documents.
+    pub document: usize,
 }
 
 /// Why a YAML file is not a set of Kubernetes objects. The caller adds the file name.
@@ -148,6 +165,13 @@ pub fn split(text: &str, limits: &ManifestLimits) -> Result<Vec<Object>, Manifes
 
 /// Parses every document of `text` as generic YAML under the budget of `limits`.
 pub fn parse_documents(text: &str, limits: &ManifestLimits) -> Result<Vec<Value>, ManifestError> {
+    serde_saphyr::from_multiple_with_options::<Value>(text, options(limits))
+        .map_err(|e| ManifestError::Yaml(first_line(&e.to_string())))
+        .map(|docs| docs.into_iter().filter(|d| !d.is_null()).collect())
+}
+
+/// The parser options both readers use: `limits` as serde-saphyr's budget, and duplicate keys refused.
+fn options(limits: &ManifestLimits) -> serde_saphyr::Options {
     let mut budget = serde_saphyr::Budget::default();
     budget.max_documents = limits.max_documents;
     budget.max_depth = limits.max_depth;
@@ -159,49 +183,109 @@ pub fn parse_documents(text: &str, limits: &ManifestLimits) -> Result<Vec<Value>
     let mut options = serde_saphyr::Options::default();
     options.budget = Some(budget);
     options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::Error;
-    serde_saphyr::from_multiple_with_options::<Value>(text, options)
-        .map_err(|e| ManifestError::Yaml(first_line(&e.to_string())))
-        .map(|docs| docs.into_iter().filter(|d| !d.is_null()).collect())
+    options
+}
+
+/// What an identifying field held: all [`identity`] needs to accept it or say what is wrong with it.
+enum Field<'a> {
+    Missing,
+    Null,
+    Str(Cow<'a, str>),
+    Other,
+}
+
+/// What `metadata` held.
+enum Meta<'a> {
+    Missing,
+    Mapping {
+        name: Field<'a>,
+        namespace: Field<'a>,
+    },
+    Other,
+}
+
+impl<'a> Field<'a> {
+    fn of(value: Option<&'a Value>) -> Self {
+        match value {
+            None => Self::Missing,
+            Some(Value::Null) => Self::Null,
+            Some(Value::String(s)) => Self::Str(Cow::Borrowed(s)),
+            Some(_) => Self::Other,
+        }
+    }
 }
 
 fn object(document: usize, value: Value) -> Result<Object, ManifestError> {
+    let map = value
+        .as_object()
+        .ok_or(ManifestError::NotAnObject { document })?;
+    let metadata = match map.get("metadata") {
+        None => Meta::Missing,
+        Some(Value::Object(m)) => Meta::Mapping {
+            name: Field::of(m.get("name")),
+            namespace: Field::of(m.get("namespace")),
+        },
+        Some(_) => Meta::Other,
+    };
+    let Identified {
+        id,
+        api_version,
+        document,
+    } = identity(
+        document,
+        Field::of(map.get("apiVersion")),
+        Field::of(map.get("kind")),
+        metadata,
+    )?;
+    Ok(Object {
+        id,
+        api_version,
+        document,
+        value,
+    })
+}
+
+/// The one place the identifying fields are checked, for [`split`] and [`identify`] alike.
+fn identity(
+    document: usize,
+    api_version: Field<'_>,
+    kind: Field<'_>,
+    metadata: Meta<'_>,
+) -> Result<Identified, ManifestError> {
     let field = |field, reason| ManifestError::Field {
         document,
         field,
         reason,
     };
-    let map = value
-        .as_object()
-        .ok_or(ManifestError::NotAnObject { document })?;
-    let string = |v: Option<&Value>, name| -> Result<String, ManifestError> {
+    let string = |v: Field<'_>, name| -> Result<String, ManifestError> {
         match v {
-            None => Err(field(name, "is missing")),
-            Some(Value::String(s)) if s.is_empty() => Err(field(name, "is empty")),
-            Some(Value::String(s)) => Ok(s.clone()),
-            Some(_) => Err(field(name, "must be a string")),
+            Field::Missing => Err(field(name, "is missing")),
+            Field::Str(s) if s.is_empty() => Err(field(name, "is empty")),
+            Field::Str(s) => Ok(s.into_owned()),
+            Field::Null | Field::Other => Err(field(name, "must be a string")),
         }
     };
-    let api_version = string(map.get("apiVersion"), "apiVersion")?;
+    let api_version = string(api_version, "apiVersion")?;
     let group = match api_version.split_once('/') {
         Some((group, version)) if !group.is_empty() && !version.is_empty() => group.to_owned(),
         Some(_) => return Err(field("apiVersion", "must be VERSION or GROUP/VERSION")),
         None => String::new(),
     };
-    let kind = string(map.get("kind"), "kind")?;
-    let metadata = match map.get("metadata") {
-        None => return Err(field("metadata", "is missing")),
-        Some(Value::Object(m)) => m,
-        Some(_) => return Err(field("metadata", "must be a mapping")),
+    let kind = string(kind, "kind")?;
+    let (name, namespace) = match metadata {
+        Meta::Missing => return Err(field("metadata", "is missing")),
+        Meta::Mapping { name, namespace } => (name, namespace),
+        Meta::Other => return Err(field("metadata", "must be a mapping")),
     };
-    let name = string(metadata.get("name"), "metadata.name")?;
+    let name = string(name, "metadata.name")?;
     if name.len() > 253 || name.contains('/') || name.chars().any(char::is_control) {
         return Err(field(
             "metadata.name",
             "must be at most 253 characters without '/' or control characters",
         ));
     }
-    let namespace = match metadata.get("namespace") {
-        None | Some(Value::Null) => None,
+    let namespace = match namespace {
+        Field::Missing | Field::Null => None,
         ns => Some(string(ns, "metadata.namespace")?),
     };
     if let Some(ns) = &namespace
@@ -212,7 +296,7 @@ fn object(document: usize, value: Value) -> Result<Object, ManifestError> {
             "must be a DNS label (1-63 of [a-z0-9-], starting and ending with a letter or digit)",
         ));
     }
-    Ok(Object {
+    Ok(Identified {
         id: ObjectId {
             group,
             kind,
@@ -221,7 +305,6 @@ fn object(document: usize, value: Value) -> Result<Object, ManifestError> {
         },
         api_version,
         document,
-        value,
     })
 }
 
@@ -261,6 +344,93 @@ mod tests {
         assert_eq!(objects[1].id.to_string(), "Namespace prod");
         assert_eq!(objects[1].id.group, "");
         assert_eq!(objects[1].document, 2);
+        assert_eq!(
+            identities(split(text, &limits())),
+            identify(text, &limits())
+        );
+    }
+
+    fn identities(
+        split: Result<Vec<Object>, ManifestError>,
+    ) -> Result<Vec<Identified>, ManifestError> {
+        split.map(|objects| {
+            objects
+                .into_iter()
+                .map(|o| Identified {
+                    id: o.id,
+                    api_version: o.api_version,
+                    document: o.document,
+                })
+                .collect()
+        })
+    }
+
+    /// What a renderer writes: comments, markers, block scalars, one-line flow collections, quoted
+    /// strings with escapes, sequences at their key's column and nested under `- `.
+    const RENDERED: &str = "# Source: chart/templates/deployment.yaml\n---\napiVersion: apps/v1\nkind: Deployment\n\
+        metadata:\n  name: web # the front\n  namespace: prod\n  labels:\n    app.kubernetes.io/name: web\n\
+        \x20 annotations:\n    checksum/config: \"3f2a\\u00e9\"\n    note: 'it''s'\nspec:\n  replicas: 3\n\
+        \x20 template:\n    spec:\n      containers:\n      - name: web\n        image: registry.example.com/web:1.2\n\
+        \x20       args: [\"--port=8080\", --verbose, {a: 1}]\n        resources: {limits: {cpu: 100m, memory: 64Mi}}\n\
+        \x20       command:\n        - sh\n        - -c\n        - |\n          echo \"a: b\" # not a comment\n\n\
+        \x20         exec web\n      - - nested\n        - seq\n      volumes: []\n---\n---\napiVersion: v1\n\
+        kind: ConfigMap\nmetadata:\n  name: web-config\ndata:\n  nginx.conf: >-\n    server {\n    \t}\n  empty: \"\"\n  nothing: ~\n";
+
+    #[test]
+    fn the_fast_scanner_reads_what_renderers_write_and_agrees_with_split() {
+        let found = fast::identify(RENDERED, &limits()).expect("rendered YAML takes the fast path");
+        assert_eq!(found.len(), 2);
+        assert_eq!(found[0].id.to_string(), "apps/Deployment prod/web");
+        assert_eq!(found[1].id.to_string(), "ConfigMap web-config");
+        assert_eq!(found[1].document, 2);
+        assert_eq!(identities(split(RENDERED, &limits())), Ok(found));
+    }
+
+    #[test]
+    fn the_fast_scanner_defers_what_it_is_not_sure_of() {
+        let head = "apiVersion: v1\nkind: A\nmetadata:\n  name: a\n";
+        let cases = [
+            "x: &anchor 1\ny: *anchor\n",
+            "x: !!binary aGk=\n",
+            "x: a\n  continued\n",
+            "x: \"open\n  quote\"\n",
+            "x: [a,\n  b]\n",
+            "x: .nan\n",
+            "x: 1e999\n",
+            "x: yes\n",
+            "x: 1\nx: 2\n",
+            "x: 1\n\"x\": 2\n",
+            "<<: {y: 1}\n",
+            "? x\n: 1\n",
+            "x:\ty\n",
+            "x: caf\u{e9}\n",
+            "x: |2\n   a\n",
+            "x: \"\\q\"\n",
+            "x: - a\n",
+            "x: a: b\n",
+            "...\n",
+            "%YAML 1.2\n",
+        ];
+        let huge = format!("x: {}\n", "9".repeat(400));
+        for case in cases.into_iter().chain([huge.as_str()]) {
+            let text = format!("{head}{case}");
+            assert!(fast::identify(&text, &limits()).is_err(), "{text:?}");
+            assert_eq!(
+                identities(split(&text, &limits())),
+                identify(&text, &limits()),
+                "{text:?}"
+            );
+        }
+        // Identifying fields the scanner cannot be sure are strings, or that are wrong: the parser decides.
+        for head in [
+            "apiVersion: 1\nkind: A\nmetadata: {name: a}\n",
+            "apiVersion: v1\nkind: true\nmetadata:\n  name: a\n",
+            "apiVersion: v1\nkind: A\nmetadata:\n  name: 0a\n",
+            "apiVersion: v1\nkind: A\nmetadata:\n  name: a\n  namespace: Prod\n",
+            "apiVersion: v1\nkind: A\n",
+        ] {
+            assert!(fast::identify(head, &limits()).is_err(), "{head:?}");
+        }
     }
 
     #[test]
@@ -307,6 +477,8 @@ mod tests {
         for (text, want) in cases {
             let err = split(text, &limits()).unwrap_err().to_string();
             assert!(err.contains(want), "{text:?}: {err}");
+            let err = identify(text, &limits()).unwrap_err().to_string();
+            assert!(err.contains(want), "identify {text:?}: {err}");
         }
     }
 
@@ -362,10 +534,122 @@ mod tests {
         ));
     }
 
+    /// Lines rendered manifests are made of, at the indents they are used at.
+    const COMMON: &[&str] = &[
+        "apiVersion: v1",
+        "apiVersion: apps/v1",
+        "kind: A",
+        "kind: 'B'",
+        "metadata:",
+        "  name: a",
+        "  name: b",
+        "  namespace: ns",
+        "  labels:",
+        "    app: web",
+        "    tier: \"db\"",
+        "  - x",
+        "- x",
+        "  - a: 1",
+        "    b: 2",
+        "spec:",
+        "  replicas: 3",
+        "  text: |",
+        "    line: 1",
+        "  folded: >-",
+        "      deeper",
+        "  args: [\"--a=b\", c, {d: 1}]",
+        "  f: \"a\\tb\"",
+        "  g: 'it''s'",
+        "#comment",
+        "",
+        "---",
+        "  key: 1",
+        "key: 1",
+        "key: 2",
+        "  - - n",
+        "  -",
+        "    - o",
+        "  list:",
+        "  - p",
+        "  map: {}",
+    ];
+
+    /// Lines that are invalid, or outside the fast scanner's subset, or wrong for an object.
+    const ODD: &[&str] = &[
+        "apiVersion: \"v1\"",
+        "apiVersion: 1",
+        "kind: ~",
+        "kind:",
+        "metadata: {}",
+        "metadata: {name: m}",
+        "  name: \"\"",
+        "  name: a/b",
+        "  namespace: NS",
+        "  namespace: ~",
+        "  replicas: .inf",
+        "  replicas: 1e400",
+        "  args: [a,",
+        "  e: {x: 1, x: 2}",
+        "  h: &h 1",
+        "  i: *h",
+        "  j: !!str 1",
+        "  k: a: b",
+        "  l: - m",
+        "--- # doc",
+        "...",
+        "\tkey: 1",
+        "   - o",
+        "y: yes",
+        "z: caf\u{e9}",
+        "? q",
+        ": r",
+        "<<: {s: 1}",
+        "  continued",
+        "  \"a\": 1",
+        "  a : 1",
+        "  s: \"\\q\"",
+        "  t: [x]]",
+    ];
+
+    proptest! {
+        // About one text in nine is a valid object list, and most of those take the fast path.
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+        #[test]
+        fn fast_scanner_and_identify_agree_with_split(
+            lines in proptest::collection::vec(
+                prop_oneof![
+                    12 => proptest::sample::select(COMMON),
+                    1 => proptest::sample::select(ODD),
+                ],
+                0..16,
+            ),
+            prefix in proptest::bool::ANY,
+        ) {
+            let mut text = String::new();
+            if prefix {
+                text.push_str("apiVersion: v1\nkind: A\nmetadata:\n  name: a\n");
+            }
+            for line in &lines {
+                text.push_str(line);
+                text.push('\n');
+            }
+            let want = identities(split(&text, &limits()));
+            if let Ok(found) = fast::identify(&text, &limits()) {
+                prop_assert_eq!(&want, &Ok(found), "fast path on {:?}", text);
+            }
+            let got = identify(&text, &limits());
+            match (&want, &got) {
+                (Err(ManifestError::Yaml(_)), Err(ManifestError::Yaml(_))) => {}
+                _ => prop_assert_eq!(&want, &got, "identify on {:?}", text),
+            }
+        }
+    }
+
     proptest! {
         #[test]
         fn never_panics_on_arbitrary_text(text in "\\PC{0,400}") {
             let _ = split(&text, &limits());
+            let _ = identify(&text, &limits());
         }
 
         #[test]

@@ -166,37 +166,69 @@ impl ChunkIndex {
         tar: &[u8],
         params: &ChunkParams,
     ) -> Result<(ChunkIndex, Vec<Chunk>), BundleError> {
-        let mut compressor = ChunkCompressor::new()?;
-        let cuts = FastCDC::with_level(
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        Self::build_on(tar, params, threads)
+    }
+
+    /// [`build`](Self::build) on `threads` threads. Cutting is sequential (each cut depends on the last);
+    /// hashing and compressing the chunks run on all threads. Each chunk's bytes depend on its raw bytes
+    /// alone, so the index and the blobs are the same for any thread count.
+    pub fn build_on(
+        tar: &[u8],
+        params: &ChunkParams,
+        threads: usize,
+    ) -> Result<(ChunkIndex, Vec<Chunk>), BundleError> {
+        let cuts: Vec<&[u8]> = FastCDC::with_level(
             tar,
             params.min as usize,
             params.avg as usize,
             params.max as usize,
             Normalization::Level1,
-        );
-        let mut refs: Vec<ChunkRef> = Vec::with_capacity(tar.len() / params.avg as usize + 1);
-        let mut blobs = Vec::new();
-        // Keyed by raw digest, so a repeated chunk is not even compressed twice.
-        let mut seen: HashMap<Sha256Digest, usize> = HashMap::new();
-        for cut in cuts {
-            let raw = &tar[cut.offset..cut.offset + cut.length];
-            let raw_sha256 = Sha256Digest::of(raw);
-            if let Some(&earlier) = seen.get(&raw_sha256) {
-                let again = refs[earlier].clone();
-                refs.push(again);
-                continue;
-            }
-            let bytes = compressor.compress(raw)?;
-            let digest = Sha256Digest::of(&bytes);
-            seen.insert(raw_sha256, refs.len());
-            refs.push(ChunkRef {
-                sha256: digest,
-                length: bytes.len() as u64,
-                raw_sha256,
+        )
+        .map(|cut| &tar[cut.offset..cut.offset + cut.length])
+        .collect();
+        let raw_digests = par_map(
+            &cuts,
+            threads,
+            |_| Ok(()),
+            |(), raw| Ok(Sha256Digest::of(raw)),
+        )?;
+        // A chunk that repeats is compressed once and listed at each of its positions.
+        let mut first_of: HashMap<Sha256Digest, usize> = HashMap::new();
+        let mut distinct = Vec::new();
+        let positions: Vec<usize> = raw_digests
+            .iter()
+            .enumerate()
+            .map(|(i, digest)| {
+                *first_of.entry(*digest).or_insert_with(|| {
+                    distinct.push(i);
+                    distinct.len() - 1
+                })
+            })
+            .collect();
+        let blobs = par_map(
+            &distinct,
+            threads,
+            |_| ChunkCompressor::new(),
+            |compressor, &i| {
+                let bytes = compressor.compress(cuts[i])?;
+                Ok(Chunk {
+                    digest: Sha256Digest::of(&bytes),
+                    bytes,
+                })
+            },
+        )?;
+        let refs = cuts
+            .iter()
+            .zip(&raw_digests)
+            .zip(&positions)
+            .map(|((raw, raw_sha256), &blob)| ChunkRef {
+                sha256: blobs[blob].digest,
+                length: blobs[blob].bytes.len() as u64,
+                raw_sha256: *raw_sha256,
                 raw_length: raw.len() as u64,
-            });
-            blobs.push(Chunk { digest, bytes });
-        }
+            })
+            .collect();
         let index = ChunkIndex {
             tar_length: tar.len() as u64,
             tar_sha256: Sha256Digest::of(tar),
@@ -205,6 +237,42 @@ impl ChunkIndex {
         };
         Ok((index, blobs))
     }
+}
+
+/// `work` over `items` on up to `threads` threads, each with its own state from `init`; results in item
+/// order. Items are dealt round-robin, which balances chunks of similar size.
+fn par_map<T: Sync, S, R: Send>(
+    items: &[T],
+    threads: usize,
+    init: impl Fn(usize) -> Result<S, BundleError> + Sync,
+    work: impl Fn(&mut S, &T) -> Result<R, BundleError> + Sync,
+) -> Result<Vec<R>, BundleError> {
+    let threads = threads.clamp(1, items.len().max(1));
+    let run = |worker: usize| -> Result<Vec<(usize, R)>, BundleError> {
+        let mut state = init(worker)?;
+        (worker..items.len())
+            .step_by(threads)
+            .map(|i| work(&mut state, &items[i]).map(|r| (i, r)))
+            .collect()
+    };
+    let mut done: Vec<(usize, R)> = if threads == 1 {
+        run(0)?
+    } else {
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads).map(|w| scope.spawn(move || run(w))).collect();
+            let mut all = Vec::with_capacity(items.len());
+            for worker in workers {
+                match worker.join() {
+                    Ok(results) => all.extend(results?),
+                    // A worker only panics on a bug; carry the panic to the caller.
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+            Ok::<_, BundleError>(all)
+        })?
+    };
+    done.sort_unstable_by_key(|(i, _)| *i);
+    Ok(done.into_iter().map(|(_, r)| r).collect())
 }
 
 /// Deterministic incompressible bytes for tests (xorshift64).
@@ -282,6 +350,23 @@ mod tests {
         assert_eq!(index.chunks().len(), 10);
         assert_eq!(blobs.len(), 1);
         assert!(index.chunks().iter().all(|c| c.sha256() == blobs[0].digest));
+    }
+
+    #[test]
+    fn any_thread_count_builds_the_same_index_and_blobs() {
+        let params = ChunkParams::new(1024, 4096, 16384).unwrap();
+        let mut data = noise(150_000, 7);
+        data.extend_from_within(..40_000);
+        let one = ChunkIndex::build_on(&data, &params, 1).unwrap();
+        for threads in [2, 5] {
+            let many = ChunkIndex::build_on(&data, &params, threads).unwrap();
+            assert_eq!(many.0.to_bytes(), one.0.to_bytes(), "{threads} threads");
+            assert_eq!(many.1, one.1, "{threads} threads");
+        }
+        assert!(
+            one.1.len() < one.0.chunks().len(),
+            "the repeat is stored once"
+        );
     }
 
     #[test]

@@ -24,6 +24,9 @@
 //!   256 KiB maximum bounds what a single fetch or decompression may cost.
 //! - **zstd level 3, each chunk alone.** Independent frames let a client decompress and verify one chunk
 //!   without the others; level 3 packs faster than `gzip -6` while compressing YAML about as well.
+//! - **gzip in fixed 1 MiB blocks** ([`gzip`]), each primed with the 32 KiB before it and ended by a sync
+//!   flush, as pigz does: the blocks deflate on all cores, yet the bytes depend on the tar alone, never on
+//!   the number of threads.
 //! - **Every decoder is bounded**: [`WalkLimits`] for tar entries, [`gunzip_bounded`] for gzip,
 //!   [`IndexLimits`] for the index, and the signed `raw_length` for each chunk's decompression.
 
@@ -40,5 +43,5 @@ pub use self::chunk::{
 };
 pub use self::error::{BundleError, ForbiddenKind};
 pub use self::path::{BundlePath, BundlePathError, MAX_PATH_LEN, MAX_SEGMENT_LEN, PathFault};
-pub use self::tar::{build_tar, gunzip_bounded, gzip};
+pub use self::tar::{GZIP_BLOCK, build_tar, gunzip_bounded, gzip, gzip_on};
 pub use self::walker::{TarFile, WalkLimits, walk};
