@@ -12,7 +12,8 @@
 //! are the median of `MAST_BENCH_RUNS` (default 5) interleaved runs. Nothing here asserts a time.
 //!
 //! `cargo bench -p mast-agent --bench fetch` (release build; needs nginx, docker-registry, skopeo and
-//! curl: run `scripts/test.sh` once first, which installs them).
+//! curl: run `scripts/test.sh` once first, which installs them). `MAST_BENCH_ONLY=p1,p3,p5,rss` picks
+//! a subset.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -37,11 +38,22 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
+    // `MAST_BENCH_ONLY=p1,rss` runs a subset (names: p1, p3, p5, rss; p5 includes P6).
+    let only = std::env::var("MAST_BENCH_ONLY").unwrap_or_default();
+    let wanted = |name: &str| only.is_empty() || only.split(',').any(|n| n.trim() == name);
     println!("mast fetch benchmarks ({runs} runs each where timed)\n");
-    p1_target_vs_curl(runs);
-    p3_oci_vs_skopeo(runs);
-    p5_p6_delta_and_idle();
-    idle_rss();
+    if wanted("p1") {
+        p1_target_vs_curl(runs);
+    }
+    if wanted("p3") {
+        p3_oci_vs_skopeo(runs);
+    }
+    if wanted("p5") {
+        p5_p6_delta_and_idle();
+    }
+    if wanted("rss") {
+        idle_rss();
+    }
 }
 
 fn median(mut times: Vec<Duration>) -> Duration {
@@ -171,7 +183,7 @@ fn p1_target_vs_curl(runs: usize) {
     }
     let (ours, curl, curl_file) = (median(ours), median(curl), median(curl_file));
     println!(
-        "P1  {:.1} MB target from nginx: mast-agent tuf (refresh + fetch + verify + fsync'd file) {}, curl -o /dev/null {}: {:.2}x curl (goal <= 1.3x); curl -o FILE {}: {:.2}x that",
+        "P1  {:.1} MB target from nginx: mast-agent tuf (refresh + fetch + verify + file) {}, curl -o /dev/null {}: {:.2}x curl (goal <= 1.3x); curl -o FILE {}: {:.2}x that",
         size as f64 / 1e6,
         ms(ours),
         ms(curl),
@@ -284,20 +296,25 @@ fn idle_rss() {
     }
     // A few idle polls after converging.
     std::thread::sleep(Duration::from_secs(7));
-    let rss = vm_rss_kib(Path::new(&format!("/proc/{}/status", child.id())));
+    let status = Path::new(&format!("/proc/{}/status", child.id())).to_path_buf();
+    let [rss, anon, file] = ["VmRSS:", "RssAnon:", "RssFile:"].map(|field| kib(&status, field));
     let _ = child.kill();
     let _ = child.wait();
+    let mib = |kib: u64| kib as f64 / 1024.0;
     println!(
-        "RSS idle mast-agent run (release build, 300-object release applied, polling every 2 s): {:.1} MiB (goal <= 15 MiB)",
-        rss as f64 / 1024.0
+        "RSS idle mast-agent run (release build, 300-object release applied, polling every 2 s): {:.1} MiB (goal <= 15 MiB); heap and stacks {:.1} MiB, mapped binary and libraries {:.1} MiB",
+        mib(rss),
+        mib(anon),
+        mib(file)
     );
 }
 
-fn vm_rss_kib(status: &Path) -> u64 {
+/// A `kB` field of `/proc/PID/status`.
+fn kib(status: &Path, field: &str) -> u64 {
     fs::read_to_string(status)
         .unwrap()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
 }

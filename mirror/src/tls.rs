@@ -47,6 +47,10 @@ pub fn http_client(ca_file: Option<&Path>) -> Result<reqwest::Client, MirrorErro
         .user_agent(concat!("mast/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(15))
         .read_timeout(Duration::from_secs(60))
+        // A pass opens up to a dozen connections to fetch chunks at once; between passes one per mirror
+        // is all a poll reuses, and each idle connection holds its buffers in an agent meant to idle in
+        // a few MiB.
+        .pool_max_idle_per_host(1)
         .build()
         .map_err(|e| MirrorError::Config(format!("HTTP client: {e}")))
 }

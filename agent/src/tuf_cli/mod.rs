@@ -36,7 +36,7 @@ use mast_protocol::tuf::{Limits, RoleName, TargetFile, TufError, quote_role_name
 use time::OffsetDateTime;
 
 use remote::{DownloadError, Remote, TargetNaming};
-use store::{FileStore, check_root, staging_path, sync_dir};
+use store::{FileStore, check_root, staging_path};
 
 /// Received pieces queued for the file writer: a few MiB at most, so a slow disk holds the download
 /// back instead of filling memory.
@@ -284,7 +284,12 @@ pub async fn download(
     Ok(done)
 }
 
-/// Downloads `name` to a staging file beside `path`, checks it, fsyncs it and renames it into place.
+/// Downloads `name` to a staging file beside `path`, checks it and renames it into place.
+///
+/// The file is not fsynced: a target is only ever used after its length and hashes are checked again
+/// (a later `download` re-reads any file already in place), so what a power loss can leave — an empty or
+/// torn file under the final name — is found wrong and downloaded again. The trusted metadata, which
+/// rollback protection rests on, is written durably (`store.rs`).
 async fn fetch_into(
     remote: &Remote,
     name: &str,
@@ -307,12 +312,12 @@ async fn fetch_into(
         // The file is written on its own thread, so that filling the page cache (as costly as the
         // network read on a small VM) overlaps with receiving and hashing the next pieces.
         let (pieces, queue) = std::sync::mpsc::sync_channel::<Bytes>(WRITE_QUEUE);
-        let writer = std::thread::spawn(move || -> io::Result<File> {
+        let writer = std::thread::spawn(move || -> io::Result<()> {
             let mut file = file;
             for piece in queue {
                 file.write_all(&piece)?;
             }
-            Ok(file)
+            Ok(())
         });
         let fetched = remote
             .download(&url, target.length, &sha256, &mut |piece| {
@@ -326,11 +331,11 @@ async fn fetch_into(
             .join()
             .unwrap_or_else(|_| Err(io::Error::other("the file writer panicked")));
         // A write error explains a stopped writer better than the send that failed on it.
-        let file = match (written, fetched) {
+        match (written, fetched) {
             (Err(e), _) => return Err(io(e)),
-            (Ok(_), Err(e)) => return Err(failed(e)),
-            (Ok(file), Ok(())) => file,
-        };
+            (Ok(()), Err(e)) => return Err(failed(e)),
+            (Ok(()), Ok(())) => {}
+        }
         // sha256 was checked while streaming; any other hash listed (sha512) is checked on the file.
         if target.hashes.keys().any(|a| a != "sha256") {
             check_hashes(&staging, target).map_err(|reason| {
@@ -340,9 +345,7 @@ async fn fetch_into(
                 })
             })?;
         }
-        file.sync_all().map_err(io)?;
-        fs::rename(&staging, path).map_err(io)?;
-        sync_dir(path.parent().unwrap_or(Path::new("."))).map_err(io)
+        fs::rename(&staging, path).map_err(io)
     }
     .await;
     if result.is_err() {
