@@ -251,13 +251,25 @@ fn the_metrics_count_what_the_mirrors_logged_and_a_refused_chunk_skips_its_mirro
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    // The scrape and the logs must describe the same passes: retry while a poll lands in between.
+    // The scrape and the logs must describe the same passes. nginx logs a response as it sends it and
+    // the agent counts it when it reads it, so a poll in flight can be in the log and not yet in the
+    // scrape: sample again (bounded) until no poll lands between the two log reads and the scrape has
+    // caught up with the log; the assertions below check the last sample either way.
     let both = |uri: &dyn Fn(&str) -> bool, status| {
         logged(&lying, uri, status) + logged(&honest, uri, status)
     };
     let metadata = |u: &str| u.starts_with("/metadata/");
     let chunk = |u: &str| u.starts_with("/chunks/");
     let target = |u: &str| u.starts_with("/targets/");
+    let scraped = |metrics: &str, status: &str| {
+        series(
+            metrics,
+            &format!(
+                "mast_agent_requests_total{{mirror_kind=\"http\",file_kind=\"metadata\",status=\"{status}\"}}"
+            ),
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
     let (metrics, polls) = loop {
         let before = (
             both(&metadata, 200),
@@ -270,15 +282,21 @@ fn the_metrics_count_what_the_mirrors_logged_and_a_refused_chunk_skips_its_mirro
                 .body,
         )
         .unwrap();
-        if before
+        let stable = before
             == (
                 both(&metadata, 200),
                 both(&metadata, 304),
                 both(&metadata, 404),
-            )
-        {
+            );
+        let caught_up = (
+            scraped(&metrics, "2xx"),
+            scraped(&metrics, "3xx"),
+            scraped(&metrics, "4xx"),
+        ) == before;
+        if stable && (caught_up || Instant::now() > deadline) {
             break (metrics, before);
         }
+        std::thread::sleep(Duration::from_millis(50));
     };
     sigterm(&child);
     assert!(child.wait().unwrap().success());
