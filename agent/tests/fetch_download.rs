@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use mast_agent::fetch::{ChunkError, DownloadError, Downloader, SignedObject, fetch_chunk};
+use mast_agent::fetch::{DownloadError, Downloader, ObjectError, SignedObject, fetch_chunk};
 use mast_agent::state::State;
 use mast_agent::telemetry::VerificationFailure;
 use mast_mirror::{
@@ -507,7 +507,7 @@ async fn chunks_are_accepted_only_when_they_match_their_index_entry() {
     assert!(err.to_string().contains("longer than the signed"), "{err}");
 
     let err = fetch_chunk(&mirror, missing).await.unwrap_err();
-    assert!(matches!(err, ChunkError::Mirror { .. }), "{err}");
+    assert!(matches!(err, ObjectError::Mirror { .. }), "{err}");
     assert_eq!(err.verification_failure(), None);
 }
 

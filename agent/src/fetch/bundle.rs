@@ -5,12 +5,13 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use mast_mirror::client::target_object;
-use mast_mirror::{ErrorKind, MirrorError, MirrorRead};
+use mast_mirror::{MirrorError, MirrorRead};
 use mast_protocol::bundle::{BundleError, ChunkIndex, ChunkRef, ChunkRefill, Refilled};
 use mast_protocol::digest::{Sha256Digest, Sha256Hasher};
 use mast_protocol::release::NamedTarget;
 use time::OffsetDateTime;
 
+use super::ObjectError;
 use crate::state::{State, StateError};
 use crate::telemetry::VerificationFailure;
 
@@ -36,50 +37,13 @@ pub struct BundleFill {
 /// Why the bundle did not fill the store. Chunks stored before the failure are verified and kept.
 #[derive(Debug, thiserror::Error)]
 pub enum BundleFillError {
-    /// The mirror could not be read.
-    #[error("{object} from {mirror}: {source}")]
-    Mirror {
-        /// The bundle's path on the mirror.
-        object: String,
-        /// The mirror.
-        mirror: String,
-        /// What the transport said.
-        #[source]
-        source: MirrorError,
-    },
-    /// The bytes are not the signed bundle, or it does not hold the signed tar.
-    #[error("{object} from {mirror}: {reason}")]
-    Refused {
-        /// The bundle's path on the mirror.
-        object: String,
-        /// The mirror.
-        mirror: String,
-        /// Which check failed.
-        failure: VerificationFailure,
-        /// What differed.
-        reason: String,
-    },
+    /// The mirror could not be read, or the bytes are not the signed bundle, or it does not hold the
+    /// signed tar.
+    #[error(transparent)]
+    Object(#[from] ObjectError),
     /// The state database failed.
     #[error(transparent)]
     State(#[from] StateError),
-}
-
-impl BundleFillError {
-    /// The verification failure, when the mirror served bytes that are not the signed ones.
-    pub fn verification_failure(&self) -> Option<VerificationFailure> {
-        match self {
-            Self::Refused { failure, .. } => Some(*failure),
-            _ => None,
-        }
-    }
-
-    /// The mirror's `Retry-After`, when it refused the request with one.
-    pub fn retry_after(&self) -> Option<&str> {
-        match self {
-            Self::Mirror { source, .. } => source.retry_after(),
-            _ => None,
-        }
-    }
 }
 
 /// Streams `bundle` from `mirror`, cuts the tar at `index`'s boundaries as it is inflated, and stores
@@ -95,29 +59,27 @@ pub async fn fill_from_bundle<M: MirrorRead>(
     now: OffsetDateTime,
 ) -> Result<BundleFill, BundleFillError> {
     let length = bundle.file.length;
-    let object =
-        target_object(&bundle.name, &bundle.file).map_err(|e| BundleFillError::Refused {
-            object: bundle.name.clone(),
-            mirror: mirror.describe(),
-            failure: VerificationFailure::BundleHash,
-            reason: e.to_string(),
-        })?;
-    let refused = |failure, reason: String| BundleFillError::Refused {
+    let object = target_object(&bundle.name, &bundle.file).map_err(|e| ObjectError::Refused {
+        object: bundle.name.clone(),
+        mirror: mirror.describe(),
+        failure: VerificationFailure::BundleHash,
+        reason: e.to_string(),
+    })?;
+    let refused = |failure, reason: String| ObjectError::Refused {
         object: object.as_path(),
         mirror: mirror.describe(),
         failure,
         reason,
     };
     let failed = |source: MirrorError| {
-        if source.kind() == ErrorKind::TooLarge {
-            let reason = format!("longer than the signed {length} bytes");
-            return refused(VerificationFailure::BundleLength, reason);
-        }
-        BundleFillError::Mirror {
-            object: object.as_path(),
-            mirror: mirror.describe(),
+        let (object, mirror) = (object.as_path(), mirror.describe());
+        ObjectError::read(
+            object,
+            mirror,
             source,
-        }
+            length,
+            VerificationFailure::BundleLength,
+        )
     };
     let sha256 = object
         .sha256()
@@ -143,7 +105,7 @@ pub async fn fill_from_bundle<M: MirrorRead>(
         fill.fetched += piece.len() as u64;
         if let Err(e) = inflate.write_all(&piece) {
             batch.commit(state, now, &mut fill)?;
-            return Err(bad_tar(inflate.get_mut(), e));
+            return Err(bad_tar(inflate.get_mut(), e).into());
         }
         batch.take(&mut inflate.get_mut().out, &mut fill);
         if batch.due() {
@@ -154,7 +116,7 @@ pub async fn fill_from_bundle<M: MirrorRead>(
     batch.take(&mut inflate.get_mut().out, &mut fill);
     batch.commit(state, now, &mut fill)?;
     if let Err(e) = finished {
-        return Err(bad_tar(inflate.get_mut(), e));
+        return Err(bad_tar(inflate.get_mut(), e).into());
     }
     let (read, actual) = (hasher.len(), hasher.finish());
     if read != length || actual != sha256 {
@@ -166,7 +128,7 @@ pub async fn fill_from_bundle<M: MirrorRead>(
         let reason = format!(
             "got {read} bytes with sha256 {actual}, signed: {length} bytes with sha256 {sha256}"
         );
-        return Err(refused(failure, reason));
+        return Err(refused(failure, reason).into());
     }
     let sink = inflate
         .finish()

@@ -12,11 +12,12 @@
 //! Which mirror to try next, and when, is the caller's: every error here names the object and the
 //! mirror, and says whether progress was kept ([`DownloadError::Mirror`], [`DownloadError::Truncated`])
 //! or the bytes were discarded as not the signed ones ([`DownloadError::Mismatch`],
-//! [`ChunkError::Refused`]). `docs/fetching.md` has the protocol and what real servers answer.
+//! [`ObjectError::Refused`]). `docs/fetching.md` has the protocol and what real servers answer.
 
 mod bundle;
 mod chunk;
 mod download;
+mod object;
 
 use std::path::PathBuf;
 
@@ -24,8 +25,9 @@ use mast_mirror::{MirrorError, ObjectPath};
 use mast_protocol::digest::Sha256Digest;
 
 pub use bundle::{BundleFill, BundleFillError, fill_from_bundle};
-pub use chunk::{ChunkError, fetch_chunk};
+pub use chunk::fetch_chunk;
 pub use download::{Downloaded, Downloader};
+pub use object::ObjectError;
 
 use crate::state::StateError;
 

@@ -13,7 +13,7 @@ use futures_util::FutureExt as _;
 use futures_util::stream::{FuturesUnordered, StreamExt as _};
 
 use super::{MirrorFailure, PassError, PassReport, failure};
-use crate::fetch::{BundleFillError, ChunkError, fetch_chunk, fill_from_bundle};
+use crate::fetch::{BundleFillError, ObjectError, fetch_chunk, fill_from_bundle};
 use crate::state::{JournalState, State, StateError};
 use crate::telemetry::Metrics;
 
@@ -178,7 +178,7 @@ async fn first_install<'i, M: MirrorRead>(
             report.chunks_fetched += fill.stored;
         }
         Err(BundleFillError::State(e)) => return Err(e.into()),
-        Err(e) => {
+        Err(BundleFillError::Object(e)) => {
             tracing::warn!(error = %e, "first install from the bundle failed; fetching chunks");
             if let Some(reason) = e.verification_failure() {
                 metrics.record_verification_failure(reason);
@@ -262,10 +262,7 @@ async fn fetch_chunks<M: MirrorRead>(
             let errors = errors.iter().zip(order).map(|(e, m)| MirrorFailure {
                 mirror: m.describe(),
                 reason: e.to_string(),
-                retry_after: match e {
-                    ChunkError::Mirror { source, .. } => source.retry_after().map(str::to_owned),
-                    ChunkError::Refused { .. } => None,
-                },
+                retry_after: e.retry_after().map(str::to_owned),
             });
             match result {
                 Some(bytes) => {
@@ -313,7 +310,7 @@ async fn fetch_chunks<M: MirrorRead>(
 async fn fetch_any<'e, M: MirrorRead>(
     order: &[&M],
     entry: &'e ChunkRef,
-) -> (&'e ChunkRef, Option<Vec<u8>>, Vec<ChunkError>) {
+) -> (&'e ChunkRef, Option<Vec<u8>>, Vec<ObjectError>) {
     let mut errors = Vec::new();
     for mirror in order {
         match fetch_chunk(*mirror, entry).await {

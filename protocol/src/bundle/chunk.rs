@@ -275,6 +275,30 @@ fn par_map<T: Sync, S, R: Send>(
     Ok(done.into_iter().map(|(_, r)| r).collect())
 }
 
+/// The end of a stream of chunks (reassembled or recreated): all `received` of the index's chunks
+/// arrived and the bytes hashed in `hasher` are the tar the index names.
+fn check_whole_tar(
+    index: &ChunkIndex,
+    received: usize,
+    hasher: crate::digest::Sha256Hasher,
+) -> Result<(), BundleError> {
+    let expected = index.chunks.len();
+    if received < expected {
+        return Err(BundleError::Incomplete { received, expected });
+    }
+    let actual_length = hasher.len();
+    let actual = hasher.finish();
+    if actual != index.tar_sha256 || actual_length != index.tar_length {
+        return Err(BundleError::TarMismatch {
+            expected: index.tar_sha256,
+            expected_length: index.tar_length,
+            actual,
+            actual_length,
+        });
+    }
+    Ok(())
+}
+
 /// Deterministic incompressible bytes for tests (xorshift64).
 #[cfg(test)]
 pub(super) fn noise(len: usize, seed: u64) -> Vec<u8> {

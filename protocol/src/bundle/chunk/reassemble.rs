@@ -87,27 +87,10 @@ impl<'a> Reassembler<'a> {
 
     /// Checks that every chunk arrived and that together they are the tar the index names.
     pub fn finish(self) -> Result<(), BundleError> {
-        let expected = self.index.chunks.len();
-        if self.next < expected {
-            return Err(BundleError::Incomplete {
-                received: self.next,
-                expected,
-            });
-        }
-        let actual_length = self.hasher.len();
-        let actual = self.hasher.finish();
         // Each chunk matched its entry and the raw lengths add up to the tar's length, so only an index
         // whose tar digest disagrees with its own chunks can fail here; that is still the packager's word
         // against itself, and the signed tar digest wins.
-        if actual != self.index.tar_sha256 || actual_length != self.index.tar_length {
-            return Err(BundleError::TarMismatch {
-                expected: self.index.tar_sha256,
-                expected_length: self.index.tar_length,
-                actual,
-                actual_length,
-            });
-        }
-        Ok(())
+        super::check_whole_tar(self.index, self.next, self.hasher)
     }
 
     fn expected(&self) -> Result<&'a ChunkRef, BundleError> {

@@ -95,24 +95,7 @@ impl<'a> ChunkRefill<'a> {
 
     /// Checks that the whole tar arrived and is the one the index names.
     pub fn finish(self) -> Result<(), BundleError> {
-        let expected = self.index.chunks.len();
-        if self.next < expected {
-            return Err(BundleError::Incomplete {
-                received: self.next,
-                expected,
-            });
-        }
-        let actual_length = self.hasher.len();
-        let actual = self.hasher.finish();
-        if actual != self.index.tar_sha256 || actual_length != self.index.tar_length {
-            return Err(BundleError::TarMismatch {
-                expected: self.index.tar_sha256,
-                expected_length: self.index.tar_length,
-                actual,
-                actual_length,
-            });
-        }
-        Ok(())
+        super::check_whole_tar(self.index, self.next, self.hasher)
     }
 }
 
