@@ -535,8 +535,13 @@ impl MirrorWrite for OciMirror {
             .iter()
             .map(|(d, len)| Descriptor::from_digest(layout::CHUNK_MEDIA_TYPE, *d, *len))
             .collect();
+        let pack = Descriptor::from_digest(
+            layout::CHUNK_PACK_MEDIA_TYPE,
+            release.pack.0,
+            release.pack.1,
+        );
         let mut referrers = Vec::new();
-        for (_, bytes) in layout::chunk_manifests(&subject, index, &chunks) {
+        for (_, bytes) in layout::chunk_manifests(&subject, index, pack, &chunks) {
             let mut descriptor = Descriptor::of(MANIFEST_MEDIA_TYPE, &bytes);
             if self.manifest_digest(&descriptor.digest).await?.is_none() {
                 self.put_manifest(&descriptor.digest, MANIFEST_MEDIA_TYPE, &bytes)

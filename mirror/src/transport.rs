@@ -281,6 +281,8 @@ pub struct ReleaseObjects {
     pub index: (Sha256Digest, u64),
     /// The distinct chunks, in order of first appearance: sha256 and length.
     pub chunks: Vec<(Sha256Digest, u64)>,
+    /// The chunk pack (those chunks' frames as one blob): sha256 and length.
+    pub pack: (Sha256Digest, u64),
     /// sha256 of the uncompressed tar (the release's revision).
     pub tar_sha256: Sha256Digest,
     /// When the release was made, RFC 3339.

@@ -236,11 +236,15 @@ pub fn release(args: &ReleaseArgs, now: OffsetDateTime) -> Result<ReleaseReport,
         .iter()
         .map(|c| format!("chunks/{}", c.digest.to_hex()))
         .collect();
+    // The chunk pack lives next to the chunks, a blob named by its digest like them.
+    let pack: Vec<u8> = chunks.iter().flat_map(|c| c.bytes.iter().copied()).collect();
+    let pack_name = format!("chunks/{}", index.pack().sha256().to_hex());
     let blobs = chunk_names
         .iter()
         .zip(&chunks)
         .map(|(name, chunk)| (name.as_str(), chunk.bytes.as_slice()))
         .chain([
+            (pack_name.as_str(), pack.as_slice()),
             (bundle_path.as_str(), gz.as_slice()),
             (index_path.as_str(), index_bytes.as_slice()),
         ]);

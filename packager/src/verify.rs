@@ -474,7 +474,7 @@ enum Reassembly {
 }
 
 /// Fetches each distinct chunk once, checks it against the index before zstd sees it, and rebuilds the
-/// tar's digest; returns the distinct chunks and their bytes.
+/// tar's digest; then checks the chunk pack. Returns the distinct chunks and their bytes.
 async fn reassemble<M: MirrorRead>(
     mirror: &M,
     index: &ChunkIndex,
@@ -508,6 +508,17 @@ async fn reassemble<M: MirrorRead>(
     reassembler
         .finish()
         .map_err(|e| Reassembly::Bundle(e.to_string()))?;
+    // A first install reads the chunk pack instead of the chunks: it must be there and be the signed one.
+    let pack = index.pack();
+    fetch_verified(
+        mirror,
+        &ObjectPath::Chunk(pack.sha256()),
+        pack.length(),
+        &pack.sha256(),
+        &mut Vec::new(),
+    )
+    .await
+    .map_err(Reassembly::Fetch)?;
     Ok((held.len(), bytes))
 }
 

@@ -6,8 +6,8 @@
 //! - **Bundle**: a Flux-compatible artifact — config `application/vnd.cncf.flux.config.v1+json`, one layer
 //!   `application/vnd.cncf.flux.content.v1.tar+gzip` holding `bundle.tar.gz` — tagged `<channel>-<release>`
 //!   and, moving, `<channel>`. `flux pull artifact` and ORAS read it as they read Flux's own.
-//! - **Chunk index and chunks**: blobs (a chunk's mirror name is already the sha256 of its bytes, so it is
-//!   the blob digest), listed as layers of chunk manifests whose `subject` is the bundle manifest, so that
+//! - **Chunk index, chunk pack and chunks**: blobs (a chunk's mirror name is already the sha256 of its
+//!   bytes, so it is the blob digest; so is the pack's), listed as layers of chunk manifests whose `subject` is the bundle manifest, so that
 //!   registry garbage collection keeps them. Registries without the referrers API find them through the
 //!   referrers tag schema: an image index tagged `sha256-<hex of the bundle manifest digest>`.
 //! - **TUF metadata**: each file (`7.root.json`, `timestamp.json`, …) is the single layer of a small
@@ -31,9 +31,11 @@ pub const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
 /// The bytes of the OCI empty config.
 pub const EMPTY_CONFIG: &[u8] = b"{}";
 /// Artifact type of a chunk manifest; also the media type of its first layer, the chunk index.
-pub const CHUNK_INDEX_MEDIA_TYPE: &str = "application/vnd.mast.chunk-index.v1+json";
+pub const CHUNK_INDEX_MEDIA_TYPE: &str = "application/vnd.mast.chunk-index.v2+json";
 /// Media type of a chunk layer: one zstd frame.
 pub const CHUNK_MEDIA_TYPE: &str = "application/vnd.mast.chunk.v1+zstd";
+/// Media type of a release's chunk pack: its distinct chunks' zstd frames, concatenated.
+pub const CHUNK_PACK_MEDIA_TYPE: &str = "application/vnd.mast.chunk-pack.v1+zstd";
 /// Artifact type of a TUF metadata manifest, and the media type of its one layer.
 pub const TUF_METADATA_MEDIA_TYPE: &str = "application/vnd.mast.tuf.metadata.v1+json";
 /// Layers per chunk manifest, so that a large bundle's manifests stay far below registries' 4 MiB cap.
@@ -249,15 +251,18 @@ pub fn bundle_manifest(
     (m, bytes)
 }
 
-/// The chunk manifests of a release: the index blob first, then its distinct chunks, at most
-/// [`CHUNKS_PER_MANIFEST`] layers per manifest, each with `subject` set to the bundle manifest.
+/// The chunk manifests of a release: the index blob first, then the chunk pack, then its distinct
+/// chunks, at most [`CHUNKS_PER_MANIFEST`] layers per manifest, each with `subject` set to the bundle
+/// manifest.
 pub fn chunk_manifests(
     subject: &Descriptor,
     index: Descriptor,
+    pack: Descriptor,
     chunks: &[Descriptor],
 ) -> Vec<(Manifest, Vec<u8>)> {
-    let mut layers: Vec<Descriptor> = Vec::with_capacity(chunks.len() + 1);
+    let mut layers: Vec<Descriptor> = Vec::with_capacity(chunks.len() + 2);
     layers.push(index);
+    layers.push(pack);
     layers.extend(chunks.iter().cloned());
     layers
         .chunks(CHUNKS_PER_MANIFEST)
@@ -358,13 +363,15 @@ mod tests {
     fn chunk_manifests_split_and_point_at_the_subject() {
         let subject = Descriptor::of(MANIFEST_MEDIA_TYPE, b"m");
         let index = Descriptor::of(CHUNK_INDEX_MEDIA_TYPE, b"i");
+        let pack = Descriptor::of(CHUNK_PACK_MEDIA_TYPE, b"p");
         let chunks: Vec<_> = (0..CHUNKS_PER_MANIFEST + 5)
             .map(|i| Descriptor::of(CHUNK_MEDIA_TYPE, &i.to_le_bytes()))
             .collect();
-        let ms = chunk_manifests(&subject, index, &chunks);
+        let ms = chunk_manifests(&subject, index, pack.clone(), &chunks);
         assert_eq!(ms.len(), 2);
         assert_eq!(ms[0].0.layers.len(), CHUNKS_PER_MANIFEST);
-        assert_eq!(ms[1].0.layers.len(), 6);
+        assert_eq!(ms[0].0.layers[1], pack);
+        assert_eq!(ms[1].0.layers.len(), 7);
         assert!(ms.iter().all(|(m, _)| m.subject.as_ref() == Some(&subject)));
         let mut idx = Index::new();
         assert!(idx.add(Descriptor::of(MANIFEST_MEDIA_TYPE, &ms[0].1)));

@@ -220,9 +220,11 @@ fn an_unchanged_bundle_needs_nothing() {
 /// An index entry vouching for `frame` and claiming it expands to `raw_length` bytes.
 fn index_for(frame: &[u8], raw_length: u64) -> ChunkIndex {
     let doc = format!(
-        r#"{{"chunker":{{"algorithm":"fastcdc-2020","avg":65536,"max":262144,"min":16384}},"chunks":[{{"length":{},"raw_length":{raw_length},"raw_sha256":"{}","sha256":"{}"}}],"compression":"zstd","media_type":"application/vnd.mast.chunk-index.v1+json","tar":{{"length":{raw_length},"sha256":"{}"}}}}"#,
+        r#"{{"chunker":{{"algorithm":"fastcdc-2020","avg":65536,"max":262144,"min":16384}},"chunks":[{{"length":{},"raw_length":{raw_length},"raw_sha256":"{}","sha256":"{}"}}],"compression":"zstd","media_type":"application/vnd.mast.chunk-index.v2+json","pack":{{"length":{},"sha256":"{}"}},"tar":{{"length":{raw_length},"sha256":"{}"}}}}"#,
         frame.len(),
         Sha256Digest::of(b"whatever"),
+        Sha256Digest::of(frame),
+        frame.len(),
         Sha256Digest::of(frame),
         Sha256Digest::of(b"whatever"),
     );

@@ -21,7 +21,7 @@ const GOLDEN_TAR_SHA256: &str = "fbbc6427bd6d0e9caa05007cf827cb143c25884f5fb2091
 /// against earlier releases), so it should be a deliberate change.
 const GOLDEN_GZ_SHA256: &str = "76968ecc06095afca420fa4f63905e3f0d6fb7d88fe201379e0a31645fcb28dd";
 const GOLDEN_INDEX_SHA256: &str =
-    "4047600deafb5f0ad32253bb01eff855eb2536680fe4a2e4746739d8a2a9a266";
+    "0154cd78fb0030439e8078880431ea6c084a4124d98fbddf7be598053b241de3";
 
 /// A small bundle touching each header path: an empty file, a nested path, a non-ASCII name, and a path
 /// longer than 100 bytes (GNU long name).

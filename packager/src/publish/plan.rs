@@ -127,6 +127,7 @@ pub(super) async fn plan(
                 let index = check_index(repo, &bytes, &info, &object.as_path())?;
                 parts.index = Some((digest, file.length));
                 parts.chunks = distinct_chunks(&index);
+                parts.pack = Some((index.pack().sha256(), index.pack().length()));
             }
         }
         parts.tar_sha256 = Some(info.release.tar_sha256);
@@ -135,7 +136,7 @@ pub(super) async fn plan(
     let mut chunks = Vec::new();
     let mut seen = BTreeSet::new();
     for parts in releases.values() {
-        for (digest, length) in &parts.chunks {
+        for (digest, length) in parts.chunks.iter().chain(&parts.pack) {
             if seen.insert(*digest) {
                 let object = ObjectPath::Chunk(*digest);
                 chunks.push(Upload {
@@ -164,6 +165,7 @@ struct ReleaseParts {
     bundle: Option<(Sha256Digest, u64)>,
     index: Option<(Sha256Digest, u64)>,
     chunks: Vec<(Sha256Digest, u64)>,
+    pack: Option<(Sha256Digest, u64)>,
     tar_sha256: Option<Sha256Digest>,
 }
 
@@ -290,6 +292,23 @@ fn check_index(
     reassembler
         .finish()
         .map_err(|e| bad(repo.join(object), e.to_string()))?;
+    let pack = repo.join(ObjectPath::Chunk(index.pack().sha256()).as_path());
+    let bytes = std::fs::read(&pack).map_err(|source| PublishError::Io {
+        path: pack.clone(),
+        source,
+    })?;
+    let sha256 = Sha256Digest::of(&bytes);
+    if bytes.len() as u64 != index.pack().length() || sha256 != index.pack().sha256() {
+        return Err(bad(
+            pack,
+            format!(
+                "the chunk pack is {} bytes with sha256 {sha256}, the index says {} bytes with sha256 {}",
+                bytes.len(),
+                index.pack().length(),
+                index.pack().sha256()
+            ),
+        ));
+    }
     Ok(index)
 }
 
@@ -327,6 +346,7 @@ fn link_list(
                 bundle: parts.bundle?,
                 index: parts.index?,
                 chunks: parts.chunks.clone(),
+                pack: parts.pack?,
                 tar_sha256: parts.tar_sha256?,
                 created: created.to_owned(),
                 source: source.to_owned(),
@@ -399,6 +419,7 @@ mod tests {
             bundle: Some((d, 1)),
             index: complete.then_some((d, 1)),
             chunks: vec![(d, 1)],
+            pack: complete.then_some((d, 1)),
             tar_sha256: Some(d),
         }
     }

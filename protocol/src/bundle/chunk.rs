@@ -6,8 +6,8 @@
 //! length), how much zstd may produce (raw length) and what it must produce (raw digest).
 
 mod index;
+mod pack;
 mod reassemble;
-mod refill;
 
 use std::collections::HashMap;
 
@@ -16,11 +16,11 @@ use fastcdc::v2020::{
 };
 
 use super::error::BundleError;
-use crate::digest::Sha256Digest;
+use crate::digest::{Sha256Digest, Sha256Hasher};
 
-pub use self::index::{ChunkIndex, ChunkRef, IndexLimits};
-pub use self::reassemble::{Reassembler, verify_chunk};
-pub use self::refill::{ChunkRefill, Refilled};
+pub use self::index::{ChunkIndex, ChunkRef, IndexLimits, PackRef};
+pub use self::pack::PackReader;
+pub use self::reassemble::{Reassembler, TarAssembler, verify_chunk};
 
 /// The largest raw chunk any index may describe, whatever its chunker parameters say: 4 MiB.
 ///
@@ -119,13 +119,13 @@ impl std::fmt::Debug for Chunk {
 }
 
 /// zstd with the settings every chunk is compressed with. The same raw bytes give the same frame, and so
-/// the same chunk name, as long as zstd's level-3 output does not change between versions; an agent that
-/// recreates chunks (a first install from `bundle.tar.gz`) checks every frame against its signed name.
-pub struct ChunkCompressor(zstd::bulk::Compressor<'static>);
+/// the same chunk name, as long as zstd's level-3 output does not change between versions. Agents never
+/// compress: they store the packager's frames, read as chunks or from the chunk pack.
+struct ChunkCompressor(zstd::bulk::Compressor<'static>);
 
 impl ChunkCompressor {
     /// A compressor at level 3 with the frame header pinned.
-    pub fn new() -> Result<Self, BundleError> {
+    fn new() -> Result<Self, BundleError> {
         let mut compressor =
             zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(BundleError::Compress)?;
         // Pin what the frame header carries, so a change of zstd's defaults cannot rename every chunk: the
@@ -144,7 +144,7 @@ impl ChunkCompressor {
     }
 
     /// One chunk's zstd frame.
-    pub fn compress(&mut self, raw: &[u8]) -> Result<Vec<u8>, BundleError> {
+    fn compress(&mut self, raw: &[u8]) -> Result<Vec<u8>, BundleError> {
         self.0.compress(raw).map_err(BundleError::Compress)
     }
 }
@@ -229,11 +229,19 @@ impl ChunkIndex {
                 raw_length: raw.len() as u64,
             })
             .collect();
+        let mut pack = Sha256Hasher::new();
+        for blob in &blobs {
+            pack.update(&blob.bytes);
+        }
         let index = ChunkIndex {
             tar_length: tar.len() as u64,
             tar_sha256: Sha256Digest::of(tar),
             params: *params,
             chunks: refs,
+            pack: PackRef {
+                length: pack.len(),
+                sha256: pack.finish(),
+            },
         };
         Ok((index, blobs))
     }

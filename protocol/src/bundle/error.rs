@@ -260,6 +260,28 @@ pub enum BundleError {
         /// Its length.
         actual_length: u64,
     },
+    /// A chunk pack read was asked to start where no frame starts.
+    #[error("byte {offset} of the {length}-byte chunk pack is not where a frame starts")]
+    PackOffset {
+        /// The offset asked for.
+        offset: u64,
+        /// The pack's signed length.
+        length: u64,
+    },
+    /// More pack bytes arrived than the index says the pack has.
+    #[error("the chunk pack is longer than the {length} bytes the index says")]
+    PackTooLong {
+        /// The signed length.
+        length: u64,
+    },
+    /// The chunk pack ended early.
+    #[error("the chunk pack ended at byte {received} of its {length} bytes")]
+    PackShort {
+        /// Where it ended.
+        received: u64,
+        /// The signed length.
+        length: u64,
+    },
     /// More tar bytes arrived than the index says the tar has.
     #[error("the tar is longer than the {expected_length} bytes the index says")]
     TarTooLong {

@@ -38,8 +38,8 @@ mod tar;
 mod walker;
 
 pub use self::chunk::{
-    Chunk, ChunkCompressor, ChunkIndex, ChunkParams, ChunkRef, ChunkRefill, IndexLimits,
-    MAX_RAW_CHUNK_LENGTH, Reassembler, Refilled, verify_chunk,
+    Chunk, ChunkIndex, ChunkParams, ChunkRef, IndexLimits, MAX_RAW_CHUNK_LENGTH, PackReader,
+    PackRef, Reassembler, TarAssembler, verify_chunk,
 };
 pub use self::error::{BundleError, ForbiddenKind};
 pub use self::path::{BundlePath, BundlePathError, MAX_PATH_LEN, MAX_SEGMENT_LEN, PathFault};

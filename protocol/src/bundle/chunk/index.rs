@@ -10,7 +10,7 @@ use crate::canonical;
 use crate::digest::Sha256Digest;
 
 /// The index's media type, also used as its OCI artifact type.
-const MEDIA_TYPE: &str = "application/vnd.mast.chunk-index.v1+json";
+const MEDIA_TYPE: &str = "application/vnd.mast.chunk-index.v2+json";
 const ALGORITHM: &str = "fastcdc-2020";
 const COMPRESSION: &str = "zstd";
 
@@ -25,6 +25,17 @@ pub struct ChunkIndex {
     pub(super) tar_sha256: Sha256Digest,
     pub(super) params: ChunkParams,
     pub(super) chunks: Vec<ChunkRef>,
+    pub(super) pack: PackRef,
+}
+
+/// The release's chunk pack: its distinct chunks' zstd frames, concatenated in order of first appearance
+/// in the index, as one blob. A site that holds none (or only the first few) of a release's chunks reads
+/// them from the pack in one request instead of one request per chunk; each frame is still checked
+/// against its own index entry. Its offsets follow from the index alone ([`ChunkIndex::pack_frames`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PackRef {
+    pub(super) sha256: Sha256Digest,
+    pub(super) length: u64,
 }
 
 /// One chunk's entry in a [`ChunkIndex`]. Its offset in the tar is the sum of the raw lengths before it.
@@ -97,6 +108,10 @@ impl ChunkIndex {
             },
             compression: COMPRESSION.to_owned(),
             chunks: self.chunks.iter().map(WireChunk::from).collect(),
+            pack: WirePack {
+                length: self.pack.length,
+                sha256: self.pack.sha256,
+            },
         };
         // Strings and integers only: canonical JSON refuses nothing but floats.
         canonical::encode(&wire).expect("a chunk index has no floats")
@@ -120,6 +135,23 @@ impl ChunkIndex {
     /// Every chunk, in tar order; a repeated chunk appears at each of its positions.
     pub fn chunks(&self) -> &[ChunkRef] {
         &self.chunks
+    }
+
+    /// The chunk pack: its blob name and length.
+    pub fn pack(&self) -> PackRef {
+        self.pack
+    }
+
+    /// The distinct chunks in order of first appearance, each with the offset of its frame in the pack.
+    pub fn pack_frames(&self) -> Vec<(u64, &ChunkRef)> {
+        let mut offset = 0;
+        self.missing(|_| false)
+            .map(|c| {
+                let at = offset;
+                offset += c.length;
+                (at, c)
+            })
+            .collect()
     }
 
     /// The distinct chunks for which `have` says no, in order of first appearance: what a client must
@@ -174,12 +206,36 @@ impl ChunkIndex {
                 wire.tar.length
             ));
         }
-        Ok(ChunkIndex {
+        let index = ChunkIndex {
             tar_length: wire.tar.length,
             tar_sha256: wire.tar.sha256,
             params,
             chunks: wire.chunks.into_iter().map(ChunkRef::from).collect(),
-        })
+            pack: PackRef {
+                sha256: wire.pack.sha256,
+                length: wire.pack.length,
+            },
+        };
+        let frames: u64 = index.missing(|_| false).map(ChunkRef::length).sum();
+        if frames != index.pack.length {
+            return invalid(format!(
+                "the distinct chunks add up to {frames} bytes but pack.length is {}",
+                index.pack.length
+            ));
+        }
+        Ok(index)
+    }
+}
+
+impl PackRef {
+    /// sha256 of the pack: its blob name on a mirror, next to the chunks.
+    pub fn sha256(&self) -> Sha256Digest {
+        self.sha256
+    }
+
+    /// Length of the pack, in bytes: the sum of the distinct chunks' compressed lengths.
+    pub fn length(&self) -> u64 {
+        self.length
     }
 }
 
@@ -216,6 +272,14 @@ struct WireIndex {
     chunker: WireChunker,
     compression: String,
     chunks: Vec<WireChunk>,
+    pack: WirePack,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WirePack {
+    length: u64,
+    sha256: Sha256Digest,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -337,7 +401,8 @@ mod tests {
         let bytes = index.to_bytes();
         let text = std::str::from_utf8(&bytes).unwrap();
         assert!(text.starts_with(r#"{"chunker":{"algorithm":"fastcdc-2020","avg":4096,"max":16384,"min":1024},"chunks":[{"length":"#), "{text}");
-        assert!(text.contains(r#""compression":"zstd","media_type":"application/vnd.mast.chunk-index.v1+json","tar":{"length":100000,"sha256":""#));
+        assert!(text.contains(r#""compression":"zstd","media_type":"application/vnd.mast.chunk-index.v2+json","pack":{"length":"#));
+        assert!(text.contains(r#""tar":{"length":100000,"sha256":""#));
         assert_eq!(
             ChunkIndex::from_slice(&bytes, &IndexLimits::default()).unwrap(),
             index
@@ -385,6 +450,12 @@ mod tests {
         let mut v = good.clone();
         v["chunks"][1]["sha256"] = v["chunks"][0]["sha256"].clone();
         cases.push((v, "listed twice"));
+        let mut v = good.clone();
+        v["pack"]["length"] = json!(index.pack().length() + 1);
+        cases.push((v, "pack.length"));
+        let mut v = good.clone();
+        v.as_object_mut().unwrap().remove("pack");
+        cases.push((v, "missing field `pack`"));
         for (v, needle) in cases {
             let err = parse(&v).unwrap_err();
             assert!(err.to_string().contains(needle), "{needle}: {err}");

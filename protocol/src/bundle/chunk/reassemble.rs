@@ -1,5 +1,7 @@
 //! Checking downloaded chunks and putting the tar back together, without I/O.
 
+use std::collections::HashMap;
+
 use super::MAX_RAW_CHUNK_LENGTH;
 use super::index::{ChunkIndex, ChunkRef};
 use crate::bundle::error::BundleError;
@@ -113,6 +115,75 @@ impl<'a> Reassembler<'a> {
     }
 }
 
+/// Puts a tar together from verified chunks arriving in any order: each is written at every position
+/// the index lists it, and [`TarAssembler::finish`] checks the whole against the index. The tar is held
+/// in memory, as the apply needs it.
+#[derive(Debug)]
+pub struct TarAssembler<'a> {
+    index: &'a ChunkIndex,
+    /// Where each distinct chunk not yet placed goes in the tar.
+    unplaced: HashMap<Sha256Digest, Vec<usize>>,
+    distinct: usize,
+    tar: Vec<u8>,
+}
+
+impl<'a> TarAssembler<'a> {
+    /// Starts the tar `index` describes, with no chunk placed.
+    pub fn new(index: &'a ChunkIndex) -> Result<Self, BundleError> {
+        let too_large = || BundleError::TarTooLarge {
+            length: index.tar_length,
+            limit: usize::MAX as u64,
+        };
+        let mut unplaced: HashMap<Sha256Digest, Vec<usize>> = HashMap::new();
+        let mut offset = 0usize;
+        for chunk in &index.chunks {
+            unplaced.entry(chunk.sha256).or_default().push(offset);
+            offset += usize::try_from(chunk.raw_length).map_err(|_| too_large())?;
+        }
+        Ok(Self {
+            index,
+            distinct: unplaced.len(),
+            unplaced,
+            tar: vec![0; usize::try_from(index.tar_length).map_err(|_| too_large())?],
+        })
+    }
+
+    /// Writes `raw`, the output of [`verify_chunk`] for `entry`, at each of the chunk's positions. A chunk
+    /// placed before is ignored.
+    pub fn place(&mut self, entry: &ChunkRef, raw: &[u8]) -> Result<(), BundleError> {
+        if raw.len() as u64 != entry.raw_length {
+            return Err(BundleError::RawLengthMismatch {
+                digest: entry.sha256,
+                expected: entry.raw_length,
+                actual: raw.len() as u64,
+            });
+        }
+        for at in self.unplaced.remove(&entry.sha256).unwrap_or_default() {
+            self.tar[at..at + raw.len()].copy_from_slice(raw);
+        }
+        Ok(())
+    }
+
+    /// Whether every chunk has been placed.
+    pub fn is_complete(&self) -> bool {
+        self.unplaced.is_empty()
+    }
+
+    /// The tar, once every chunk is placed and the whole is the one the index names.
+    pub fn finish(self) -> Result<Vec<u8>, BundleError> {
+        if !self.is_complete() {
+            return Err(BundleError::Incomplete {
+                received: self.distinct - self.unplaced.len(),
+                expected: self.distinct,
+            });
+        }
+        let mut hasher = Sha256Hasher::new();
+        hasher.update(&self.tar);
+        super::check_whole_tar(self.index, self.index.chunks.len(), hasher)?;
+        Ok(self.tar)
+    }
+}
+
 fn check_compressed(
     entry: &ChunkRef,
     compressed: &[u8],
@@ -191,6 +262,41 @@ mod tests {
     }
 
     #[test]
+    fn the_assembler_places_chunks_in_any_order_and_checks_the_whole() {
+        let params = ChunkParams::new(1024, 4096, 16384).unwrap();
+        let mut data = vec![b'y'; 16384 * 3];
+        data.extend(super::super::noise(60_000, 6));
+        let (index, blobs) = ChunkIndex::build(&data, &params).unwrap();
+        let distinct: Vec<&ChunkRef> = index.missing(|_| false).collect();
+        assert!(distinct.len() < index.chunks().len(), "a repeated chunk");
+        let mut tar = TarAssembler::new(&index).unwrap();
+        for entry in distinct.iter().rev() {
+            assert!(!tar.is_complete());
+            let raw = verify_chunk(entry, blob(&blobs, entry)).unwrap();
+            tar.place(entry, &raw).unwrap();
+            tar.place(entry, &raw).unwrap();
+        }
+        assert!(tar.is_complete());
+        assert_eq!(tar.finish().unwrap(), data);
+
+        let mut partial = TarAssembler::new(&index).unwrap();
+        let first = distinct[0];
+        partial
+            .place(first, &verify_chunk(first, blob(&blobs, first)).unwrap())
+            .unwrap();
+        let err = partial.finish().unwrap_err();
+        assert!(
+            matches!(err, BundleError::Incomplete { received: 1, expected } if expected == distinct.len()),
+            "{err}"
+        );
+        let err = TarAssembler::new(&index)
+            .unwrap()
+            .place(first, b"short")
+            .unwrap_err();
+        assert!(matches!(err, BundleError::RawLengthMismatch { .. }), "{err}");
+    }
+
+    #[test]
     fn feeding_every_chunk_rebuilds_the_tar() {
         let (index, blobs, data) = sample();
         let mut r = Reassembler::new(&index);
@@ -261,9 +367,10 @@ mod tests {
         let frame = zstd::bulk::compress(b"hello world", 3).unwrap();
         let digest = Sha256Digest::of(&frame);
         let doc = format!(
-            r#"{{"chunker":{{"algorithm":"fastcdc-2020","avg":4096,"max":16384,"min":1024}},"chunks":[{{"length":{},"raw_length":11,"raw_sha256":"{}","sha256":"{digest}"}}],"compression":"zstd","media_type":"application/vnd.mast.chunk-index.v1+json","tar":{{"length":11,"sha256":"{}"}}}}"#,
+            r#"{{"chunker":{{"algorithm":"fastcdc-2020","avg":4096,"max":16384,"min":1024}},"chunks":[{{"length":{},"raw_length":11,"raw_sha256":"{}","sha256":"{digest}"}}],"compression":"zstd","media_type":"application/vnd.mast.chunk-index.v2+json","pack":{{"length":{},"sha256":"{digest}"}},"tar":{{"length":11,"sha256":"{}"}}}}"#,
             frame.len(),
             Sha256Digest::of(b"hello there"),
+            frame.len(),
             Sha256Digest::of(b"hello world"),
         );
         let index = ChunkIndex::from_slice(doc.as_bytes(), &IndexLimits::default()).unwrap();
