@@ -87,12 +87,18 @@ fn a_download_killed_with_sigkill_resumes_and_costs_less_than_twice_the_release(
             "{name}"
         );
     }
-    // Every byte both runs read through the link, metadata included, against the release's chunks
-    // and index as the packager wrote them.
-    let content: u64 = fs::read_dir(repo.repo.join("chunks"))
-        .unwrap()
-        .map(|e| e.unwrap().metadata().unwrap().len())
-        .sum();
+    // The first run read the chunk pack until it was killed; the restart read the rest of it from the
+    // first frame it lacked, a range request.
+    let (pack, content) = repo.pack(&release);
+    let reads: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.uri == format!("/{pack}"))
+        .collect();
+    assert_eq!(reads.len(), 2, "{reads:?}");
+    assert_eq!(reads[1].status, 206, "{reads:?}");
+    // Every byte both runs read through the link, metadata included, against the release's chunk pack
+    // (all its chunks, once) as the packager wrote it.
     let moved = proxy.control().stats().bytes_downstream;
     eprintln!(
         "killed holding {kept} of {} chunks; {moved} bytes crossed the link for {content} bytes of chunks",

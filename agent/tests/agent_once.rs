@@ -102,27 +102,22 @@ fn applies_a_release_then_idles_then_fetches_only_the_changed_chunks() {
 #[test]
 fn a_tampered_mirror_is_skipped_and_only_lying_mirrors_apply_nothing() {
     let repo = Repo::new(40);
-    repo.release();
-    // A copy of the repository with one chunk's bytes changed: its metadata verifies, its content not.
+    let release = repo.release();
+    // A copy of the repository with one chunk's bytes changed, in the chunk and in the chunk pack: its
+    // metadata verifies, its content not.
     let liar = tempfile::tempdir().unwrap();
     copy_dir(&repo.repo, liar.path());
-    let chunk = fs::read_dir(liar.path().join("chunks"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let index = repo.index(&release);
+    let (pack, _) = repo.pack(&release);
+    let tampered = index["chunks"][1]["sha256"].as_str().unwrap().to_owned();
+    let chunk = liar.path().join("chunks").join(&tampered);
     let mut bytes = fs::read(&chunk).unwrap();
     bytes[10] ^= 0xff;
     fs::write(&chunk, bytes).unwrap();
-    // Its bundle.tar.gz is not gzip at all, in case the first install reads it rather than chunks.
-    let bundle = fs::read_dir(liar.path().join("targets/channels/prod/1"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.to_string_lossy().ends_with(".bundle.tar.gz"))
-        .unwrap();
-    let length = fs::metadata(&bundle).unwrap().len() as usize;
-    fs::write(&bundle, vec![b'x'; length]).unwrap();
+    let first_length = index["chunks"][0]["length"].as_u64().unwrap() as usize;
+    let mut bytes = fs::read(liar.path().join(&pack)).unwrap();
+    bytes[first_length + 10] ^= 0xff;
+    fs::write(liar.path().join(&pack), bytes).unwrap();
     let liar_server = nginx(liar.path());
     let honest = nginx(&repo.repo);
 
@@ -134,10 +129,7 @@ fn a_tampered_mirror_is_skipped_and_only_lying_mirrors_apply_nothing() {
         stderr.contains("no mirror served its content as signed"),
         "{stderr}"
     );
-    assert!(
-        stderr.contains(&chunk.file_name().unwrap().to_string_lossy().into_owned()),
-        "{stderr}"
-    );
+    assert!(stderr.contains(&tampered), "{stderr}");
     assert!(!site.applied().exists() || applied_files(&site.applied()).is_empty());
     let status = site.status();
     assert!(
@@ -153,7 +145,16 @@ fn a_tampered_mirror_is_skipped_and_only_lying_mirrors_apply_nothing() {
     // kept, the bad one is fetched from the honest mirror.
     let out = site.run(&repo, &[&liar_server.url(""), &honest.url("")], &["once"]);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("applied release 1"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("applied release 1"), "{stdout}");
+    // At least the frame before the tampered one, which the liar's pack gave verified, was kept.
+    let reused: usize = stdout
+        .split("reused ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(reused >= 1, "{stdout}");
     assert_eq!(applied_files(&site.applied()).len(), 40);
 }
 
@@ -372,12 +373,13 @@ fn random_manifest(dir: &std::path::Path, name: &str, len: usize) {
 }
 
 #[test]
-fn a_first_install_of_incompressible_data_reads_the_bundle_once_and_a_delta_only_chunks() {
+fn a_first_install_reads_the_chunk_pack_once_and_a_delta_only_chunks() {
     let repo = Repo::new(0);
-    for i in 0..4 {
+    for i in 0..8 {
         random_manifest(&repo.manifests, &format!("blob-{i}"), 200_000);
     }
     let first = repo.release();
+    let (pack, _) = repo.pack(&first);
     let server = nginx(&repo.repo);
     let site = Site::new();
     let mirror = server.url("");
@@ -388,17 +390,19 @@ fn a_first_install_of_incompressible_data_reads_the_bundle_once_and_a_delta_only
         stdout.contains(&format!("fetched {} chunks", first.chunks)),
         "{stdout}"
     );
+    // One request for every chunk; the bundle is for other tools.
     let requests = server.requests();
+    let chunk_requests: Vec<_> = requests
+        .iter()
+        .filter(|r| r.uri.starts_with("/chunks/"))
+        .collect();
+    assert_eq!(chunk_requests.len(), 1, "{requests:?}");
+    assert_eq!(chunk_requests[0].uri, format!("/{pack}"));
+    assert_eq!(chunk_requests[0].status, 200);
     assert!(
-        requests.iter().all(|r| !r.uri.starts_with("/chunks/")),
+        requests.iter().all(|r| !r.uri.ends_with(".bundle.tar.gz")),
         "{requests:?}"
     );
-    let bundle: Vec<_> = requests
-        .iter()
-        .filter(|r| r.uri.ends_with(".bundle.tar.gz"))
-        .collect();
-    assert_eq!(bundle.len(), 1, "{requests:?}");
-    assert_eq!(bundle[0].status, 200);
     for (name, bytes) in applied_files(&site.applied()) {
         assert_eq!(
             bytes,
@@ -406,15 +410,17 @@ fn a_first_install_of_incompressible_data_reads_the_bundle_once_and_a_delta_only
             "{name}"
         );
     }
-    // The chunks recreated from the bundle are the published ones: a one-file change costs its chunks.
-    random_manifest(&repo.manifests, "blob-2", 200_000);
-    repo.release();
+    // The frames stored from the pack are the published chunks: a one-file change costs its chunks (the
+    // six files after it are held, so reading the pack from the change on would not pay).
+    random_manifest(&repo.manifests, "blob-1", 200_000);
+    let second = repo.release();
+    let (second_pack, _) = repo.pack(&second);
     let before = server.requests().len();
     let out = site.run(&repo, &[&mirror], &["once"]);
     assert!(out.status.success(), "{}", text(&out));
     let delta: Vec<_> = server.requests().into_iter().skip(before).collect();
     assert!(
-        delta.iter().all(|r| !r.uri.ends_with(".bundle.tar.gz")),
+        delta.iter().all(|r| r.uri != format!("/{second_pack}")),
         "{delta:?}"
     );
     let chunks = delta
@@ -426,7 +432,7 @@ fn a_first_install_of_incompressible_data_reads_the_bundle_once_and_a_delta_only
         "{chunks} chunk requests: {delta:?}"
     );
     assert_eq!(
-        fs::read(site.applied().join("blob-2.yaml")).unwrap(),
-        fs::read(repo.manifests.join("blob-2.yaml")).unwrap()
+        fs::read(site.applied().join("blob-1.yaml")).unwrap(),
+        fs::read(repo.manifests.join("blob-1.yaml")).unwrap()
     );
 }

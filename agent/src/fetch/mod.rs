@@ -6,28 +6,28 @@
 //!   before it is renamed into place.
 //! - [`fetch_chunk`]: a small object (a zstd chunk) read whole and verified against its signed index
 //!   entry; the sync pass fetches many at once and stores them in batched transactions.
-//! - [`fill_from_bundle`]: a first install from one `bundle.tar.gz`, its chunks recreated as it streams
-//!   and stored only when they are byte for byte the signed blobs.
+//! - [`fill_from_pack`]: many chunks in one request, from the release's chunk pack (a first install, or
+//!   one resumed), each frame verified against its index entry as it streams.
 //!
 //! Which mirror to try next, and when, is the caller's: every error here names the object and the
 //! mirror, and says whether progress was kept ([`DownloadError::Mirror`], [`DownloadError::Truncated`])
 //! or the bytes were discarded as not the signed ones ([`DownloadError::Mismatch`],
 //! [`ObjectError::Refused`]). `docs/fetching.md` has the protocol and what real servers answer.
 
-mod bundle;
 mod chunk;
 mod download;
 mod object;
+mod pack;
 
 use std::path::PathBuf;
 
 use mast_mirror::{MirrorError, ObjectPath};
 use mast_protocol::digest::Sha256Digest;
 
-pub use bundle::{BundleFill, BundleFillError, fill_from_bundle};
 pub use chunk::fetch_chunk;
 pub use download::{Downloaded, Downloader};
 pub use object::ObjectError;
+pub use pack::{PackFill, PackFillError, fill_from_pack};
 
 use crate::state::StateError;
 

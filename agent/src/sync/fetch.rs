@@ -1,6 +1,7 @@
-//! The fetch phase of a pass: the signed chunk index, then the chunks the site lacks — from one
-//! `bundle.tar.gz` on a first install when that costs about the same bytes, else up to
-//! [`CHUNKS_IN_FLIGHT`] chunk requests at once — stored in batched transactions, then the release staged.
+//! The fetch phase of a pass: the signed chunk index, then the chunks the site lacks — from the
+//! release's chunk pack in one request when they make up about all of its tail (a first install), else
+//! up to [`CHUNKS_IN_FLIGHT`] chunk requests at once — stored in batched transactions, then the release
+//! staged.
 
 use mast_mirror::MirrorRead;
 use mast_mirror::client::{ClientError, fetch_target};
@@ -13,7 +14,7 @@ use futures_util::FutureExt as _;
 use futures_util::stream::{FuturesUnordered, StreamExt as _};
 
 use super::{MirrorFailure, PassError, PassReport, failure};
-use crate::fetch::{BundleFillError, ObjectError, fetch_chunk, fill_from_bundle};
+use crate::fetch::{ObjectError, PackFillError, fetch_chunk, fill_from_pack};
 use crate::state::{JournalState, State, StateError};
 use crate::telemetry::Metrics;
 
@@ -30,11 +31,18 @@ const BATCH_BYTES: usize = 8 << 20;
 /// bytes each.
 const REQUEST_WIRE_BYTES: u64 = 400;
 
-/// How many more bytes than its chunks a first install may move to read the whole bundle in one request
-/// instead: a tenth. gzip over the whole tar and zstd per chunk come out within a few percent of each
-/// other on data that does not compress (the bundle wins on requests), while on YAML zstd per chunk can
-/// be a third smaller (the chunks win on bytes, which is what a metered link pays for).
-const BUNDLE_ALLOWANCE_PERCENT: u64 = 10;
+/// How many more bytes than the missing chunks a pass may move to read them from the chunk pack in one
+/// request instead: a tenth, spent on frames the site already holds that lie between the ones it lacks.
+const PACK_ALLOWANCE_PERCENT: u64 = 10;
+
+/// A staged release: its verified index and, when the chunk pack gave all of it, its verified tar.
+pub(super) struct FetchedRelease {
+    /// The release's chunk index.
+    pub(super) index: ChunkIndex,
+    /// The tar, checked against the index, when it was put together while fetching; else the apply
+    /// rebuilds it from the store.
+    pub(super) tar: Option<Vec<u8>>,
+}
 
 /// Fetches the index and every chunk the site lacks, trying mirrors from `first` on; stages the release.
 pub(super) async fn fetch_release<M: MirrorRead>(
@@ -45,7 +53,7 @@ pub(super) async fn fetch_release<M: MirrorRead>(
     now: OffsetDateTime,
     metrics: &Metrics,
     report: &mut PassReport,
-) -> Result<ChunkIndex, PassError> {
+) -> Result<FetchedRelease, PassError> {
     let release = &selected.release;
     let number = release.number.get();
     let order: Vec<&M> = mirrors
@@ -114,9 +122,10 @@ pub(super) async fn fetch_release<M: MirrorRead>(
             missing.push(entry);
         }
     }
-    if report.chunks_held == 0 && bundle_pays(selected.bundle.file.length, &missing) {
-        missing = first_install(
-            state, order[0], selected, &index, missing, now, metrics, report,
+    let mut tar = None;
+    if let Some(from) = pack_start(&index, &missing) {
+        missing = from_pack(
+            state, order[0], &index, from, missing, now, metrics, report, &mut tar,
         )
         .await?;
     }
@@ -152,34 +161,34 @@ pub(super) async fn fetch_release<M: MirrorRead>(
         "",
         now,
     )?;
-    Ok(index)
+    Ok(FetchedRelease { index, tar })
 }
 
-/// A first install: the site holds none of the release's chunks, and the bundle costs about as many
-/// bytes as they do ([`bundle_pays`]), so one request for the whole `bundle.tar.gz` replaces one per
-/// chunk — on a registry every blob request costs a lookup, on a CDN a
-/// round trip. The chunks are recreated from it and stored only when they are the signed blobs; what it
-/// did not give (a failed read, a mirror that lied, a zstd that frames a chunk differently) is returned,
-/// to be fetched as chunks from every mirror in turn.
+/// Reads the missing chunks from the chunk pack, from byte `from` on, in one request — on a registry
+/// every blob request costs a lookup, on a CDN a round trip. What it did not give (a failed read, a
+/// mirror that lied) is returned, to be fetched as chunks from every mirror in turn. `tar` receives the
+/// release's tar when the pack gave all of it.
 #[allow(clippy::too_many_arguments)]
-async fn first_install<'i, M: MirrorRead>(
+async fn from_pack<'i, M: MirrorRead>(
     state: &mut State,
     mirror: &M,
-    selected: &SelectedRelease,
     index: &ChunkIndex,
+    from: u64,
     missing: Vec<&'i ChunkRef>,
     now: OffsetDateTime,
     metrics: &Metrics,
     report: &mut PassReport,
+    tar: &mut Option<Vec<u8>>,
 ) -> Result<Vec<&'i ChunkRef>, PassError> {
-    match fill_from_bundle(mirror, &selected.bundle, index, state, now).await {
+    match fill_from_pack(mirror, index, from, state, now).await {
         Ok(fill) => {
             report.bytes_fetched += fill.fetched;
             report.chunks_fetched += fill.stored;
+            *tar = fill.tar;
         }
-        Err(BundleFillError::State(e)) => return Err(e.into()),
-        Err(BundleFillError::Object(e)) => {
-            tracing::warn!(error = %e, "first install from the bundle failed; fetching chunks");
+        Err(PackFillError::State(e)) => return Err(e.into()),
+        Err(PackFillError::Object(e)) => {
+            tracing::warn!(error = %e, "reading the chunk pack failed; fetching chunks");
             if let Some(reason) = e.verification_failure() {
                 metrics.record_verification_failure(reason);
             }
@@ -199,17 +208,35 @@ async fn first_install<'i, M: MirrorRead>(
     Ok(still)
 }
 
-/// Whether reading the whole bundle (`bundle_length` bytes, one request) beats fetching `missing`, a
-/// request each: only when it moves at most [`BUNDLE_ALLOWANCE_PERCENT`] more bytes on the link.
-fn bundle_pays(bundle_length: u64, missing: &[&ChunkRef]) -> bool {
+/// Where to read the chunk pack from instead of fetching `missing` a request each, if anywhere: from the
+/// first missing frame on, when the frames there the site already holds cost at most
+/// [`PACK_ALLOWANCE_PERCENT`] more bytes than the requests saved. A first install reads the whole pack;
+/// one resumed after a kill reads the rest of it; a small change fetches its few chunks.
+fn pack_start(index: &ChunkIndex, missing: &[&ChunkRef]) -> Option<u64> {
     if missing.len() < 2 {
-        return false;
+        return None;
     }
+    let wanted: std::collections::HashSet<Sha256Digest> =
+        missing.iter().map(|entry| entry.sha256()).collect();
+    let (start, _) = index
+        .pack_frames()
+        .into_iter()
+        .find(|(_, entry)| wanted.contains(&entry.sha256()))?;
     let chunks: u64 = missing
         .iter()
         .map(|entry| entry.length() + REQUEST_WIRE_BYTES)
         .sum();
-    bundle_length + REQUEST_WIRE_BYTES <= chunks + chunks * BUNDLE_ALLOWANCE_PERCENT / 100
+    let tail = index.pack().length() - start + REQUEST_WIRE_BYTES;
+    let worth = tail <= chunks + chunks * PACK_ALLOWANCE_PERCENT / 100;
+    tracing::debug!(
+        missing = missing.len(),
+        chunk_bytes = chunks,
+        pack_from = start,
+        pack_bytes = tail,
+        worth,
+        "chunk pack or chunks"
+    );
+    worth.then_some(start)
 }
 
 /// What fetching a release's missing chunks came to.
@@ -331,20 +358,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_bundle_is_read_only_when_it_costs_at_most_a_tenth_more_than_its_chunks() {
-        let tar: Vec<u8> = (0..400_000u32).map(|i| (i * 7919 % 251) as u8).collect();
-        let (index, _) = ChunkIndex::build(&tar, &ChunkParams::default()).unwrap();
-        let missing: Vec<&ChunkRef> = index.chunks().iter().collect();
-        assert!(missing.len() >= 2);
-        let chunks: u64 = missing
-            .iter()
-            .map(|e| e.length() + REQUEST_WIRE_BYTES)
-            .sum();
-        let limit = chunks + chunks / 10 - REQUEST_WIRE_BYTES;
-        assert!(bundle_pays(limit, &missing));
-        assert!(!bundle_pays(limit + 1, &missing));
-        // One chunk or none: nothing to save.
-        assert!(!bundle_pays(1, &missing[..1]));
-        assert!(!bundle_pays(1, &[]));
+    fn the_pack_is_read_from_the_first_missing_frame_when_little_of_its_tail_is_held() {
+        let tar: Vec<u8> = (0..400_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let params = ChunkParams::new(1024, 4096, 16384).unwrap();
+        let (index, _) = ChunkIndex::build(&tar, &params).unwrap();
+        let frames = index.pack_frames();
+        assert!(frames.len() >= 20, "{} frames", frames.len());
+        let all: Vec<&ChunkRef> = frames.iter().map(|(_, e)| *e).collect();
+        // A first install reads the whole pack.
+        assert_eq!(pack_start(&index, &all), Some(0));
+        // A resumed one reads from the first frame it lacks.
+        assert_eq!(pack_start(&index, &all[5..]), Some(frames[5].0));
+        // A change of two chunks fetches them as chunks.
+        assert_eq!(pack_start(&index, &[all[3], all[9]]), None);
+        // One chunk, or none: nothing to save.
+        assert_eq!(pack_start(&index, &all[..1]), None);
+        assert_eq!(pack_start(&index, &[]), None);
+        // Holding every other frame of the tail is more than a tenth: chunks.
+        let every_other: Vec<&ChunkRef> = all.iter().step_by(2).copied().collect();
+        assert_eq!(pack_start(&index, &every_other), None);
     }
 }

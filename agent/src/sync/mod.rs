@@ -268,7 +268,7 @@ pub async fn run_pass(
         return Ok(report);
     }
 
-    let index =
+    let fetched =
         fetch::fetch_release(state, mirrors, first, &selected, now, metrics, &mut report).await?;
     match ApplyGate::decide(
         selected.release.waves.decision(site.seed, now),
@@ -288,7 +288,11 @@ pub async fn run_pass(
             return Ok(report);
         }
     }
-    match apply_release(state, &site.channel, number, &index, applier, now).await {
+    let tar = match fetched.tar {
+        Some(tar) => tar,
+        None => rebuild(state, number, &fetched.index)?,
+    };
+    match apply_release(state, &site.channel, number, &tar, applier, now).await {
         Ok(applied) => {
             report.outcome = PassOutcome::Applied {
                 release: number,
@@ -326,24 +330,25 @@ pub async fn rollback(
     now: OffsetDateTime,
 ) -> Result<ApplyReport, PassError> {
     let index = stored_index(state, channel, to)?;
-    let report = apply_release(state, channel, to, &index, applier, now).await?;
+    let tar = rebuild(state, to, &index)?;
+    let report = apply_release(state, channel, to, &tar, applier, now).await?;
     state.journal_append(channel.as_str(), to, JournalState::RolledBack, reason, now)?;
     Ok(report)
 }
 
-/// Applies a release whose chunks are all in the local store, waits for its health gate and records each
-/// step in the journal (`applied`, then `healthy` or `failed`). The network is never needed: this is also
-/// the rollback path and the offline boot.
+/// Applies a release's tar, verified against its signed index (put together while fetching, or rebuilt
+/// from the local store), waits for its health gate and records each step in the journal (`applied`,
+/// then `healthy` or `failed`). The network is never needed: this is also the rollback path and the
+/// offline boot.
 pub async fn apply_release(
     state: &mut State,
     channel: &Channel,
     release: u64,
-    index: &ChunkIndex,
+    tar: &[u8],
     applier: &mut dyn Applier,
     now: OffsetDateTime,
 ) -> Result<ApplyReport, PassError> {
-    let tar = rebuild(state, release, index)?;
-    let (files, options) = unpack(&tar, release)?;
+    let (files, options) = unpack(tar, release)?;
     let name = channel.as_str();
     let previous = state.inventory(name)?;
     let request = ApplyRequest {

@@ -146,7 +146,7 @@ label_enum! {
 /// Why fetched bytes were refused.
 ///
 /// TUF failures carry the protocol's own [`ErrorKind`], so the label values (`rollback`, `expired`, …) are
-/// the same strings as in its errors and test fixtures; chunk and bundle failures are the agent's.
+/// the same strings as in its errors and test fixtures; chunk and pack failures are the agent's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum VerificationFailure {
     /// The TUF client workflow refused metadata or a target.
@@ -155,12 +155,8 @@ pub enum VerificationFailure {
     ChunkLength,
     /// A chunk whose sha256 is not the one its index names.
     ChunkHash,
-    /// The reassembled bundle's length differs from the signed one.
-    BundleLength,
-    /// The reassembled bundle's sha256 differs from the signed one.
-    BundleHash,
-    /// A verified bundle that the safe tar walker refused (forbidden entry, over a cap, a bomb).
-    BundleContent,
+    /// A chunk pack longer than its index says.
+    PackLength,
 }
 
 impl VerificationFailure {
@@ -179,9 +175,7 @@ impl VerificationFailure {
         Self::Tuf(ErrorKind::TargetNotFound),
         Self::ChunkLength,
         Self::ChunkHash,
-        Self::BundleLength,
-        Self::BundleHash,
-        Self::BundleContent,
+        Self::PackLength,
     ];
 
     /// The label value as it appears in `/metrics`.
@@ -190,9 +184,7 @@ impl VerificationFailure {
             Self::Tuf(kind) => kind.as_str(),
             Self::ChunkLength => "chunk_length",
             Self::ChunkHash => "chunk_hash",
-            Self::BundleLength => "bundle_length",
-            Self::BundleHash => "bundle_hash",
-            Self::BundleContent => "bundle_content",
+            Self::PackLength => "pack_length",
         }
     }
 }

@@ -131,6 +131,21 @@ impl Repo {
             .unwrap();
     }
 
+    /// The chunk index `report`'s release was published with, as JSON.
+    pub(crate) fn index(&self, report: &ReleaseReport) -> serde_json::Value {
+        serde_json::from_slice(&fs::read(self.repo.join(&report.index_target)).unwrap()).unwrap()
+    }
+
+    /// The release's chunk pack: its mirror path (`chunks/<sha256>`) and length.
+    pub(crate) fn pack(&self, report: &ReleaseReport) -> (String, u64) {
+        let index = self.index(report);
+        let pack = &index["pack"];
+        (
+            format!("chunks/{}", pack["sha256"].as_str().unwrap()),
+            pack["length"].as_u64().unwrap(),
+        )
+    }
+
     /// Changes manifest `i` (a new revision of its content).
     pub(crate) fn edit(&self, i: usize, revision: u32) {
         write_manifest(&self.manifests, i, revision);

@@ -293,7 +293,10 @@ mod tests {
             .unwrap()
             .place(first, b"short")
             .unwrap_err();
-        assert!(matches!(err, BundleError::RawLengthMismatch { .. }), "{err}");
+        assert!(
+            matches!(err, BundleError::RawLengthMismatch { .. }),
+            "{err}"
+        );
     }
 
     #[test]
