@@ -118,8 +118,12 @@ fn publishes_a_flux_artifact_that_skopeo_reads_and_verify_picks_the_newest_relea
         format!("sha256:{}", second.index_sha256)
     );
     assert_eq!(
+        chunk_manifest["layers"][1]["mediaType"],
+        "application/vnd.mast.chunk-pack.v1+zstd"
+    );
+    assert_eq!(
         chunk_manifest["layers"].as_array().unwrap().len(),
-        1 + second.chunks.len()
+        2 + second.chunks.len()
     );
 
     let verdict = run_json(&[
@@ -138,14 +142,15 @@ fn publishes_a_flux_artifact_that_skopeo_reads_and_verify_picks_the_newest_relea
     assert_eq!(again["uploaded"], 0, "{again}");
     assert_eq!(again["timestamp_uploaded"], false, "{again}");
 
-    // Release 3 changes one manifest: the registry gets its new chunks only, and the channel tag moves.
+    // Release 3 changes one manifest: the registry gets its new chunks and its chunk pack only, and the
+    // channel tag moves.
     let mut third_files = changed.clone();
     third_files[4].1[9] ^= 0x0f;
     let third = repo.release("prod", 3, &as_files(&third_files));
     let held: std::collections::BTreeSet<_> = first.chunks.iter().chain(&second.chunks).collect();
     let new_chunks = third.chunks.iter().filter(|c| !held.contains(c)).count();
     let delta = run_json(&["publish", repo.path().to_str().unwrap(), "--to", &to]);
-    assert_eq!(delta["chunks_uploaded"], new_chunks, "{delta}");
+    assert_eq!(delta["chunks_uploaded"], new_chunks + 1, "{delta}");
     assert_eq!(delta["targets_uploaded"], 2, "{delta}");
     let moved: serde_json::Value =
         serde_json::from_slice(&manifest(&registry, "prod", MANIFEST_MEDIA_TYPE)).unwrap();

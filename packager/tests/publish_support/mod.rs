@@ -131,6 +131,12 @@ impl TestRepo {
                 &chunk.bytes,
             );
         }
+        let pack: Vec<u8> = chunks.iter().flat_map(|c| c.bytes.clone()).collect();
+        write(
+            self.path(),
+            &format!("chunks/{}", Sha256Digest::of(&pack)),
+            &pack,
+        );
         let mut bundle_name = String::new();
         for (kind, bytes) in [
             (ReleaseKind::Bundle, &gz),
