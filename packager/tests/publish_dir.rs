@@ -31,7 +31,11 @@ fn publishes_a_directory_that_python_tuf_and_mast_verify_read_over_nginx() {
     let report = publish(&repo, &to);
     assert_eq!(report["skipped"], 0, "{report}");
     // The chunks and the release's chunk pack.
-    assert_eq!(report["chunks_uploaded"], first.chunks.len() + 1, "{report}");
+    assert_eq!(
+        report["chunks_uploaded"],
+        first.chunks.len() + 1,
+        "{report}"
+    );
     assert_eq!(report["targets_uploaded"], 2, "{report}");
     // 1.root, 1.targets, 1.snapshot, timestamp.
     assert_eq!(report["metadata_uploaded"], 4, "{report}");

@@ -1,7 +1,8 @@
 //! The `dir:` applier: a release's manifests as files in a directory.
 //!
-//! Each file is written to a temporary name, fsync'd and renamed over its path, so a reader (k3s's deploy
-//! controller) sees the old file or the new one, never half of one. The applier keeps the list of files it
+//! Each file is written to a temporary name and fsync'd; then all are renamed over their paths and each
+//! directory is fsync'd once, so a reader (k3s's deploy controller) sees the old file or the new one,
+//! never half of one. The applier keeps the list of files it
 //! wrote in `.mast-inventory` in the same directory; files it did not write are never touched. The order
 //! is: write the new files, remove the files only the old inventory lists, then replace the inventory. A
 //! crash anywhere in between leaves an inventory that still lists every file the applier may have
@@ -68,15 +69,17 @@ impl DirApplier {
             check_guard(gone.len(), old.len(), request)?;
         }
         let mut report = ApplyReport::default();
+        let mut staged = Vec::new();
         for file in request.files {
             let path = self.root.join(file.path.as_str());
             if fs::read(&path).is_ok_and(|current| current == file.data) {
                 report.unchanged += 1;
             } else {
-                write_atomic(&path, file.data)?;
+                staged.push(stage(path, file.data)?);
                 report.written += 1;
             }
         }
+        commit(&staged)?;
         if prune {
             for gone in gone {
                 let path = self.root.join(gone);
@@ -166,6 +169,16 @@ pub(super) fn check_guard(
 /// Writes `bytes` to `path` through a temporary file in the same directory, fsync'd before the rename and
 /// the directory fsync'd after it.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ApplyError> {
+    commit(&[stage(path.to_path_buf(), bytes)?])
+}
+
+/// A file written and fsync'd under a temporary name next to `path`, not yet renamed.
+struct Staged {
+    temp: PathBuf,
+    path: PathBuf,
+}
+
+fn stage(path: PathBuf, bytes: &[u8]) -> Result<Staged, ApplyError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(io(dir))?;
     let name = path
@@ -176,8 +189,23 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ApplyError> {
     let mut file = File::create(&temp).map_err(io(&temp))?;
     file.write_all(bytes).map_err(io(&temp))?;
     file.sync_all().map_err(io(&temp))?;
-    fs::rename(&temp, path).map_err(io(path))?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+    Ok(Staged { temp, path })
+}
+
+/// Renames each staged file over its path, then fsyncs each directory touched once: every file is
+/// replaced whole, and all the renames are durable when this returns.
+fn commit(staged: &[Staged]) -> Result<(), ApplyError> {
+    let mut dirs = BTreeSet::new();
+    for file in staged {
+        fs::rename(&file.temp, &file.path).map_err(io(&file.path))?;
+        dirs.insert(file.path.parent().unwrap_or(Path::new(".")));
+    }
+    for dir in dirs {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(dir))?;
+    }
+    Ok(())
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ApplyError + use<> {
