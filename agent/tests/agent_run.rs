@@ -199,7 +199,8 @@ fn the_metrics_count_what_the_mirrors_logged_and_a_refused_chunk_skips_its_mirro
     let release = repo.release();
     // Published a while before the site polls: nginx's validators are strong, so idle polls are 304s.
     repo.age_timestamp();
-    // A copy of the repository with one chunk's bytes changed: its metadata verifies, that chunk does not.
+    // A copy of the repository with one chunk's bytes changed, as a chunk and in the chunk pack: its
+    // metadata verifies, that chunk does not.
     let copy = tempfile::tempdir().unwrap();
     let status = std::process::Command::new("cp")
         .arg("-a")
@@ -208,15 +209,19 @@ fn the_metrics_count_what_the_mirrors_logged_and_a_refused_chunk_skips_its_mirro
         .status()
         .unwrap();
     assert!(status.success());
-    let bad_chunk = std::fs::read_dir(copy.path().join("repo/chunks"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let index = repo.index(&release);
+    let (pack, _) = repo.pack(&release);
+    let bad_chunk = copy
+        .path()
+        .join("repo/chunks")
+        .join(index["chunks"][1]["sha256"].as_str().unwrap());
     let mut bytes = std::fs::read(&bad_chunk).unwrap();
     bytes[0] ^= 0xff;
     std::fs::write(&bad_chunk, bytes).unwrap();
+    let first_frame = index["chunks"][0]["length"].as_u64().unwrap() as usize;
+    let mut bytes = std::fs::read(copy.path().join("repo").join(&pack)).unwrap();
+    bytes[first_frame] ^= 0xff;
+    std::fs::write(copy.path().join("repo").join(&pack), bytes).unwrap();
     let lying = NginxConfig::new(&copy.path().join("repo"))
         .read_only()
         .start();
@@ -320,12 +325,12 @@ fn the_metrics_count_what_the_mirrors_logged_and_a_refused_chunk_skips_its_mirro
         polls.1,
         "{metrics}"
     );
-    // Every chunk of the release once, plus the lying mirror's one refused chunk.
+    // The lying mirror's chunk pack, which gave the first chunk and stopped at the second; every other
+    // chunk once, from it; and the second twice: refused from it, then from the honest mirror.
     assert_eq!(both(&chunk, 200), release.chunks as u64 + 1);
     assert_eq!(requests("chunk", "2xx"), both(&chunk, 200), "{metrics}");
     assert_eq!(requests("target", "2xx"), both(&target, 200), "{metrics}");
-    // The index. (YAML compresses better as zstd chunks than as one gzip stream, so this first
-    // install fetches chunks rather than the bundle.)
+    // The index: agents never read the bundle.
     assert_eq!(requests("target", "2xx"), 1, "{metrics}");
     // The root chain ends with a 404 for the next root version, on every full refresh.
     assert_eq!(requests("metadata", "4xx"), polls.2, "{metrics}");
@@ -334,7 +339,7 @@ fn the_metrics_count_what_the_mirrors_logged_and_a_refused_chunk_skips_its_mirro
             &metrics,
             "mast_agent_verification_failures_total{reason=\"chunk_hash\"}"
         ),
-        1,
+        2,
         "{metrics}"
     );
     assert_eq!(

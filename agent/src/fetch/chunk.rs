@@ -4,15 +4,15 @@
 use mast_mirror::{MirrorError, MirrorRead, ObjectPath};
 
 use super::ObjectError;
-use mast_protocol::bundle::{BundleError, ChunkRef, verify_chunk};
+use mast_protocol::bundle::{BundleError, ChunkRef, verify_frame};
 
 use crate::telemetry::VerificationFailure;
 
 /// Reads the chunk `entry` names from `mirror` and returns its compressed bytes once they are verified:
-/// the read stops one piece past the signed length, then [`verify_chunk`] checks length and sha256
-/// before zstd sees a byte, and the decompressed bytes against the raw length and digest. Chunks are
-/// small (256 KiB before compression by default, 4 MiB at most), so they are read whole and never
-/// resumed; a failed read costs at most one chunk.
+/// the read stops one piece past the signed length, then [`verify_frame`] checks length and sha256 —
+/// the bytes are then the signed blob, ready to store. zstd first sees them when the tar is built,
+/// which checks what they decompress to. Chunks are small (256 KiB before compression by default,
+/// 4 MiB at most), so they are read whole and never resumed; a failed read costs at most one chunk.
 pub async fn fetch_chunk<M: MirrorRead>(
     mirror: &M,
     entry: &ChunkRef,
@@ -40,8 +40,8 @@ pub async fn fetch_chunk<M: MirrorRead>(
     while let Some(piece) = response.chunk().await.map_err(failed)? {
         bytes.extend_from_slice(&piece);
     }
-    match verify_chunk(entry, &bytes) {
-        Ok(_raw) => Ok(bytes),
+    match verify_frame(entry, &bytes) {
+        Ok(()) => Ok(bytes),
         Err(e @ BundleError::ChunkLengthMismatch { .. }) => {
             Err(refused(VerificationFailure::ChunkLength, e.to_string()))
         }

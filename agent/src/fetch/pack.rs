@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use mast_mirror::{Conditions, Fetched, MirrorError, MirrorRead, ObjectPath};
 use mast_protocol::bundle::{
-    BundleError, ChunkIndex, ChunkRef, PackReader, TarAssembler, verify_chunk,
+    BundleError, ChunkIndex, ChunkRef, PackReader, TarAssembler, verify_chunk, verify_frame,
 };
 use mast_protocol::digest::Sha256Digest;
 use time::OffsetDateTime;
@@ -33,8 +33,8 @@ pub struct PackFill {
     pub fetched: u64,
     /// Chunks stored.
     pub stored: usize,
-    /// The release's tar, when the pack was read from its first byte and gave every chunk: checked
-    /// against the index, ready to apply without reading the chunks back from the store.
+    /// The release's tar, when it was asked for and the pack was read from its first byte and gave every
+    /// chunk: checked against the index, ready to apply without reading the chunks back from the store.
     pub tar: Option<Vec<u8>>,
 }
 
@@ -54,11 +54,12 @@ pub enum PackFillError {
 /// the site holds) to its end, and stores every frame in batched transactions (at least every
 /// [`BATCH_AGE`], so a kill keeps what arrived). Frames are verified on a blocking thread while the next
 /// ones arrive. A mirror that cannot do ranges sends the whole pack; its frames are verified and stored
-/// alike.
+/// alike. With `assemble`, the frames are also put together into the release's tar.
 pub async fn fill_from_pack<M: MirrorRead>(
     mirror: &M,
     index: &ChunkIndex,
     from: u64,
+    assemble: bool,
     state: &mut State,
     now: OffsetDateTime,
 ) -> Result<PackFill, PackFillError> {
@@ -109,7 +110,7 @@ pub async fn fill_from_pack<M: MirrorRead>(
         .map_err(|e| refused(VerificationFailure::PackLength, e))?;
     let mut fill = Fill {
         out: PackFill::default(),
-        tar: if start == 0 {
+        tar: if assemble && start == 0 {
             TarAssembler::new(index).ok()
         } else {
             None
@@ -142,13 +143,15 @@ pub async fn fill_from_pack<M: MirrorRead>(
         // arrived); a busy one lets the next batch grow up to VERIFY_BYTES.
         let idle = verifying.as_ref().is_none_or(JoinHandle::is_finished);
         if !cut.is_empty() && (idle || cut_bytes >= VERIFY_BYTES) {
-            if let Some(previous) = verifying.take()
+            // The next batch goes to the verifier before the last one is stored, so that storing
+            // (the database's writes and fsync) overlaps verifying.
+            let previous = verifying.replace(verify(std::mem::take(&mut cut), assemble));
+            cut_bytes = 0;
+            if let Some(previous) = previous
                 && let Err(e) = fill.absorb(join(previous).await, state, now, &refused)?
             {
                 break Err(e);
             }
-            verifying = Some(verify(std::mem::take(&mut cut)));
-            cut_bytes = 0;
         }
     };
     // Every frame that arrived whole is verified and kept, even when the read then failed: each one
@@ -158,7 +161,8 @@ pub async fn fill_from_pack<M: MirrorRead>(
         result = result.and(fill.absorb(join(previous).await, state, now, &refused)?);
     }
     if !cut.is_empty() {
-        result = result.and(fill.absorb(join(verify(cut)).await, state, now, &refused)?);
+        result =
+            result.and(fill.absorb(join(verify(cut, assemble)).await, state, now, &refused)?);
     }
     fill.commit(state, now)?;
     result?;
@@ -171,11 +175,13 @@ pub async fn fill_from_pack<M: MirrorRead>(
     Ok(fill.out)
 }
 
-/// A frame and what checking it against its index entry gave: its raw bytes, or why not.
+/// A frame and what checking it against its index entry gave: its raw bytes when they were asked for
+/// (empty otherwise), or why not.
 type Checked = (ChunkRef, Vec<u8>, Result<Vec<u8>, BundleError>);
 
-/// Verifies frames on a blocking thread.
-fn verify(frames: Vec<(&ChunkRef, Vec<u8>)>) -> JoinHandle<Vec<Checked>> {
+/// Verifies frames on a blocking thread: each against its signed length and sha256, and, with
+/// `decompress`, what it decompresses to against its signed raw length and sha256.
+fn verify(frames: Vec<(&ChunkRef, Vec<u8>)>, decompress: bool) -> JoinHandle<Vec<Checked>> {
     let frames: Vec<(ChunkRef, Vec<u8>)> = frames
         .into_iter()
         .map(|(entry, frame)| (entry.clone(), frame))
@@ -184,7 +190,11 @@ fn verify(frames: Vec<(&ChunkRef, Vec<u8>)>) -> JoinHandle<Vec<Checked>> {
         frames
             .into_iter()
             .map(|(entry, frame)| {
-                let raw = verify_chunk(&entry, &frame);
+                let raw = if decompress {
+                    verify_chunk(&entry, &frame)
+                } else {
+                    verify_frame(&entry, &frame).map(|()| Vec::new())
+                };
                 (entry, frame, raw)
             })
             .collect()

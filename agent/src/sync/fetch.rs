@@ -45,11 +45,14 @@ pub(super) struct FetchedRelease {
 }
 
 /// Fetches the index and every chunk the site lacks, trying mirrors from `first` on; stages the release.
+/// With `assemble`, a release read whole from the chunk pack comes with its tar.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn fetch_release<M: MirrorRead>(
     state: &mut State,
     mirrors: &[M],
     first: usize,
     selected: &SelectedRelease,
+    assemble: bool,
     now: OffsetDateTime,
     metrics: &Metrics,
     report: &mut PassReport,
@@ -124,8 +127,9 @@ pub(super) async fn fetch_release<M: MirrorRead>(
     }
     let mut tar = None;
     if let Some(from) = pack_start(&index, &missing) {
+        let tar_out = assemble.then_some(&mut tar);
         missing = from_pack(
-            state, order[0], &index, from, missing, now, metrics, report, &mut tar,
+            state, order[0], &index, from, missing, now, metrics, report, tar_out,
         )
         .await?;
     }
@@ -166,8 +170,8 @@ pub(super) async fn fetch_release<M: MirrorRead>(
 
 /// Reads the missing chunks from the chunk pack, from byte `from` on, in one request — on a registry
 /// every blob request costs a lookup, on a CDN a round trip. What it did not give (a failed read, a
-/// mirror that lied) is returned, to be fetched as chunks from every mirror in turn. `tar` receives the
-/// release's tar when the pack gave all of it.
+/// mirror that lied) is returned, to be fetched as chunks from every mirror in turn. `tar`, when given,
+/// receives the release's tar if the pack gave all of it.
 #[allow(clippy::too_many_arguments)]
 async fn from_pack<'i, M: MirrorRead>(
     state: &mut State,
@@ -178,13 +182,15 @@ async fn from_pack<'i, M: MirrorRead>(
     now: OffsetDateTime,
     metrics: &Metrics,
     report: &mut PassReport,
-    tar: &mut Option<Vec<u8>>,
+    tar: Option<&mut Option<Vec<u8>>>,
 ) -> Result<Vec<&'i ChunkRef>, PassError> {
-    match fill_from_pack(mirror, index, from, state, now).await {
+    match fill_from_pack(mirror, index, from, tar.is_some(), state, now).await {
         Ok(fill) => {
             report.bytes_fetched += fill.fetched;
             report.chunks_fetched += fill.stored;
-            *tar = fill.tar;
+            if let Some(tar) = tar {
+                *tar = fill.tar;
+            }
         }
         Err(PackFillError::State(e)) => return Err(e.into()),
         Err(PackFillError::Object(e)) => {

@@ -268,13 +268,25 @@ pub async fn run_pass(
         return Ok(report);
     }
 
-    let fetched =
-        fetch::fetch_release(state, mirrors, first, &selected, now, metrics, &mut report).await?;
-    match ApplyGate::decide(
+    let gate = ApplyGate::decide(
         selected.release.waves.decision(site.seed, now),
         &site.windows,
         now,
-    ) {
+    );
+    // A release held for its wave or window is fetched and stored now, its tar built only when applied.
+    let apply_now = gate == ApplyGate::ApplyNow;
+    let fetched = fetch::fetch_release(
+        state,
+        mirrors,
+        first,
+        &selected,
+        apply_now,
+        now,
+        metrics,
+        &mut report,
+    )
+    .await?;
+    match gate {
         ApplyGate::ApplyNow => {}
         ApplyGate::WaitUntil(until) => {
             report.outcome = PassOutcome::Waiting {

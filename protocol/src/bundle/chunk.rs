@@ -20,7 +20,7 @@ use crate::digest::{Sha256Digest, Sha256Hasher};
 
 pub use self::index::{ChunkIndex, ChunkRef, IndexLimits, PackRef};
 pub use self::pack::PackReader;
-pub use self::reassemble::{Reassembler, TarAssembler, verify_chunk};
+pub use self::reassemble::{Reassembler, TarAssembler, verify_chunk, verify_frame};
 
 /// The largest raw chunk any index may describe, whatever its chunker parameters say: 4 MiB.
 ///

@@ -39,7 +39,7 @@ mod walker;
 
 pub use self::chunk::{
     Chunk, ChunkIndex, ChunkParams, ChunkRef, IndexLimits, MAX_RAW_CHUNK_LENGTH, PackReader,
-    PackRef, Reassembler, TarAssembler, verify_chunk,
+    PackRef, Reassembler, TarAssembler, verify_chunk, verify_frame,
 };
 pub use self::error::{BundleError, ForbiddenKind};
 pub use self::path::{BundlePath, BundlePathError, MAX_PATH_LEN, MAX_SEGMENT_LEN, PathFault};

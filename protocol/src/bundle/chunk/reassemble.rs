@@ -14,8 +14,15 @@ use crate::digest::{Sha256Digest, Sha256Hasher};
 /// it, so a frame that expands further (a zstd bomb) costs no more memory than an honest chunk. Last, the
 /// output must hash to `raw_sha256`.
 pub fn verify_chunk(entry: &ChunkRef, compressed: &[u8]) -> Result<Vec<u8>, BundleError> {
-    check_compressed(entry, compressed, Sha256Digest::of(compressed))?;
+    verify_frame(entry, compressed)?;
     decompress_checked(entry, compressed)
+}
+
+/// Checks a downloaded chunk's compressed length and digest against its index entry: whether the bytes
+/// are the signed blob, which is all a store of chunks needs. Nothing is decompressed; whoever builds
+/// the tar from stored chunks checks what they decompress to ([`Reassembler::feed`]).
+pub fn verify_frame(entry: &ChunkRef, compressed: &[u8]) -> Result<(), BundleError> {
+    check_compressed(entry, compressed, Sha256Digest::of(compressed))
 }
 
 /// Rebuilds a tar from its chunks, fed in index order, and checks the result against the index.
