@@ -569,11 +569,22 @@ async fn docker_registry_serves_blobs_with_ranges_and_tags_with_304() {
         .await
         .unwrap();
 
-    // A tag: its manifest digest is the ETag, and an unchanged one costs a manifest request only.
+    // A tag: its manifest digest is the ETag, and an unchanged one costs a manifest request only. The
+    // file is embedded in its manifest, so reading it costs no blob request either.
     let first = direct.get(&ts, 1024).await.unwrap();
     let etag = first.etag.clone().unwrap();
     assert!(etag.starts_with("sha256:"), "{etag}");
     assert_eq!(first.bytes().await.unwrap(), b"{\"version\":1}");
+    let log = std::fs::read_to_string(registry.log()).unwrap();
+    let layer_read = format!(
+        "\"GET /v2/mast/site/blobs/sha256:{}",
+        mast_protocol::digest::Sha256Digest::of(b"{\"version\":1}")
+    );
+    assert!(
+        log.contains("\"GET /v2/mast/site/manifests/timestamp.json HTTP/1.1\" 200"),
+        "{log}"
+    );
+    assert!(!log.contains(&layer_read), "{log}");
     let poll = Conditions::revalidate(Some(&etag), None);
     let answer = direct.get_with(&ts, 1024, &poll).await.unwrap();
     assert!(matches!(answer, Fetched::NotModified { .. }), "{answer:?}");

@@ -455,6 +455,13 @@ impl MirrorRead for OciMirror {
                 let manifest = Manifest::from_slice(&bytes).map_err(|e| protocol(e.to_string()))?;
                 let layer =
                     layout::metadata_layer(&manifest).map_err(|e| protocol(e.to_string()))?;
+                let etag = Some(layout::oci_digest(&Sha256Digest::of(&bytes)));
+                if let Some(embedded) = layer.embedded() {
+                    let embedded = embedded.map_err(|e| protocol(e.to_string()))?;
+                    let mut response = Response::from_bytes(object, embedded.into(), max_length)?;
+                    response.etag = etag;
+                    return Ok(Fetched::Full(response));
+                }
                 let digest = layer
                     .sha256()
                     .ok_or_else(|| protocol(format!("layer digest {}", layer.digest)))?;
@@ -466,7 +473,7 @@ impl MirrorRead for OciMirror {
                         "a conditional answer to a plain blob read".to_owned(),
                     ));
                 };
-                response.etag = Some(layout::oci_digest(&Sha256Digest::of(&bytes)));
+                response.etag = etag;
                 Ok(Fetched::Full(response))
             }
             ObjectPath::Target { sha256, .. } | ObjectPath::Chunk(sha256) => {

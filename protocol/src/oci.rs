@@ -11,7 +11,9 @@
 //!   registry garbage collection keeps them. Registries without the referrers API find them through the
 //!   referrers tag schema: an image index tagged `sha256-<hex of the bundle manifest digest>`.
 //! - **TUF metadata**: each file (`7.root.json`, `timestamp.json`, …) is the single layer of a small
-//!   manifest tagged with the file name, so an OCI-only site verifies with the same TUF workflow.
+//!   manifest tagged with the file name, so an OCI-only site verifies with the same TUF workflow. Up to
+//!   [`EMBED_MAX`] bytes, the file is also embedded in the layer descriptor (`data`, OCI 1.1), so a site
+//!   reads it with the manifest in one request.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -66,6 +68,10 @@ pub struct Descriptor {
     /// Annotations.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// The content itself, base64 (OCI image spec 1.1 `data`), for small content a reader should not
+    /// need a second request for. Readers check it against `digest` and `size` ([`Self::embedded`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
 }
 
 /// An OCI image manifest, as far as mast writes and reads one.
@@ -128,12 +134,39 @@ impl Descriptor {
             size,
             artifact_type: None,
             annotations: BTreeMap::new(),
+            data: None,
         }
     }
 
     /// The sha256 the descriptor names, if it is a well-formed `sha256:<hex>`.
     pub fn sha256(&self) -> Option<Sha256Digest> {
         self.digest.strip_prefix("sha256:")?.parse().ok()
+    }
+
+    /// The embedded content (`data`), if any, once it is checked to be the content the descriptor
+    /// names: valid base64 whose bytes have its `size` and `digest`.
+    pub fn embedded(&self) -> Option<Result<Vec<u8>, OciError>> {
+        use base64::Engine as _;
+        let data = self.data.as_deref()?;
+        let bad = |reason: String| {
+            OciError::Malformed(format!("embedded data of {}: {reason}", self.digest))
+        };
+        Some(
+            base64::engine::general_purpose::STANDARD
+                .decode(data)
+                .map_err(|e| bad(e.to_string()))
+                .and_then(|bytes| {
+                    let digest = oci_digest(&Sha256Digest::of(&bytes));
+                    if bytes.len() as u64 != self.size || digest != self.digest {
+                        return Err(bad(format!(
+                            "{} bytes with digest {digest}, not {} bytes",
+                            bytes.len(),
+                            self.size
+                        )));
+                    }
+                    Ok(bytes)
+                }),
+        )
     }
 }
 
@@ -286,9 +319,19 @@ pub fn chunk_manifests(
         .collect()
 }
 
-/// The manifest that carries one TUF metadata file, tagged with the file's name.
+/// Largest TUF metadata file embedded in its manifest (the layer's `data`): a site then reads it in one
+/// request instead of two. Larger files (a targets role with many releases) are read as blobs only, so
+/// manifests stay far below registries' 4 MiB cap.
+pub const EMBED_MAX: usize = 64 << 10;
+
+/// The manifest that carries one TUF metadata file, tagged with the file's name. A file of at most
+/// [`EMBED_MAX`] bytes is also embedded in the layer descriptor; the layer blob is pushed either way.
 pub fn metadata_manifest(file_name: &str, bytes: &[u8]) -> (Manifest, Vec<u8>) {
+    use base64::Engine as _;
     let mut layer = Descriptor::of(TUF_METADATA_MEDIA_TYPE, bytes);
+    if bytes.len() <= EMBED_MAX {
+        layer.data = Some(base64::engine::general_purpose::STANDARD.encode(bytes));
+    }
     layer
         .annotations
         .insert(ANNOTATION_TITLE.to_owned(), file_name.to_owned());
@@ -357,6 +400,28 @@ mod tests {
             metadata_layer(&tm).unwrap().digest,
             oci_digest(&Sha256Digest::of(b"{}"))
         );
+    }
+
+    #[test]
+    fn small_metadata_is_embedded_and_checked_against_its_descriptor() {
+        let (m, bytes) = metadata_manifest("timestamp.json", b"{\"signed\":{}}");
+        let layer = metadata_layer(&Manifest::from_slice(&bytes).unwrap())
+            .unwrap()
+            .clone();
+        assert_eq!(layer, m.layers[0]);
+        assert_eq!(layer.embedded().unwrap().unwrap(), b"{\"signed\":{}}");
+        // Data that is not the content the descriptor names is refused, naming the digest.
+        let mut wrong = layer.clone();
+        wrong.data = Some("e30=".to_owned()); // "{}"
+        let err = wrong.embedded().unwrap().unwrap_err();
+        assert!(err.to_string().contains(&layer.digest), "{err}");
+        let mut garbled = layer;
+        garbled.data = Some("not base64!".to_owned());
+        assert!(garbled.embedded().unwrap().is_err());
+        // A large file is left to its blob.
+        let big = vec![b' '; EMBED_MAX + 1];
+        let (m, _) = metadata_manifest("3.targets.json", &big);
+        assert!(m.layers[0].data.is_none() && m.layers[0].embedded().is_none());
     }
 
     #[test]
