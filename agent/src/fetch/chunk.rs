@@ -1,7 +1,7 @@
 //! Chunks: small objects read whole and verified against their signed index entry before anyone may
 //! store them.
 
-use mast_mirror::{MirrorError, MirrorRead, ObjectPath};
+use mast_mirror::{MirrorRead, ObjectPath};
 
 use super::ObjectError;
 use mast_protocol::bundle::{BundleError, ChunkRef, verify_frame};
@@ -19,22 +19,7 @@ pub async fn fetch_chunk<M: MirrorRead>(
 ) -> Result<Vec<u8>, ObjectError> {
     let object = ObjectPath::Chunk(entry.sha256());
     let length = entry.length();
-    let refused = |failure, reason: String| ObjectError::Refused {
-        object: object.as_path(),
-        mirror: mirror.describe(),
-        failure,
-        reason,
-    };
-    let failed = |source: MirrorError| {
-        let (object, mirror) = (object.as_path(), mirror.describe());
-        ObjectError::read(
-            object,
-            mirror,
-            source,
-            length,
-            VerificationFailure::ChunkLength,
-        )
-    };
+    let failed = ObjectError::reading(&object, mirror, length, VerificationFailure::ChunkLength);
     let mut response = mirror.get(&object, length).await.map_err(failed)?;
     let mut bytes = Vec::with_capacity(usize::try_from(length).unwrap_or(0));
     while let Some(piece) = response.chunk().await.map_err(failed)? {
@@ -42,9 +27,17 @@ pub async fn fetch_chunk<M: MirrorRead>(
     }
     match verify_frame(entry, &bytes) {
         Ok(()) => Ok(bytes),
-        Err(e @ BundleError::ChunkLengthMismatch { .. }) => {
-            Err(refused(VerificationFailure::ChunkLength, e.to_string()))
-        }
-        Err(e) => Err(refused(VerificationFailure::ChunkHash, e.to_string())),
+        Err(e @ BundleError::ChunkLengthMismatch { .. }) => Err(ObjectError::refused(
+            &object,
+            mirror,
+            VerificationFailure::ChunkLength,
+            &e,
+        )),
+        Err(e) => Err(ObjectError::refused(
+            &object,
+            mirror,
+            VerificationFailure::ChunkHash,
+            &e,
+        )),
     }
 }

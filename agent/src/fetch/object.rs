@@ -1,7 +1,7 @@
 //! Why one object held whole or streamed (a chunk, a first install's bundle) was not fetched from one
 //! mirror.
 
-use mast_mirror::{ErrorKind, MirrorError};
+use mast_mirror::{ErrorKind, MirrorError, MirrorRead, ObjectPath};
 
 use crate::telemetry::VerificationFailure;
 
@@ -57,6 +57,39 @@ impl ObjectError {
             object,
             mirror,
             source,
+        }
+    }
+
+    /// [`Self::read`] for `object` from `mirror`, as a function for `map_err`.
+    pub(crate) fn reading<'a>(
+        object: &'a ObjectPath,
+        mirror: &'a impl MirrorRead,
+        length: u64,
+        too_long: VerificationFailure,
+    ) -> impl Fn(MirrorError) -> Self + Copy + 'a {
+        move |source| {
+            Self::read(
+                object.as_path(),
+                mirror.describe(),
+                source,
+                length,
+                too_long,
+            )
+        }
+    }
+
+    /// Bytes `mirror` served as `object` that failed the check `failure`, for `reason`.
+    pub(crate) fn refused(
+        object: &ObjectPath,
+        mirror: &impl MirrorRead,
+        failure: VerificationFailure,
+        reason: &dyn std::fmt::Display,
+    ) -> Self {
+        Self::Refused {
+            object: object.as_path(),
+            mirror: mirror.describe(),
+            failure,
+            reason: reason.to_string(),
         }
     }
 

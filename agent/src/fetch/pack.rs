@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use mast_mirror::{Conditions, Fetched, MirrorError, MirrorRead, ObjectPath};
+use mast_mirror::{Conditions, Fetched, MirrorRead, ObjectPath};
 use mast_protocol::bundle::{
     BundleError, ChunkIndex, ChunkRef, PackReader, TarAssembler, verify_chunk, verify_frame,
 };
@@ -65,21 +65,14 @@ pub async fn fill_from_pack<M: MirrorRead>(
 ) -> Result<PackFill, PackFillError> {
     let pack = index.pack();
     let object = ObjectPath::Chunk(pack.sha256());
-    let failed = |source: MirrorError| {
-        let (object, mirror) = (object.as_path(), mirror.describe());
-        ObjectError::read(
-            object,
-            mirror,
-            source,
-            pack.length(),
-            VerificationFailure::PackLength,
-        )
-    };
-    let refused = |failure, e: BundleError| ObjectError::Refused {
-        object: object.as_path(),
-        mirror: mirror.describe(),
-        failure,
-        reason: e.to_string(),
+    let failed = ObjectError::reading(
+        &object,
+        mirror,
+        pack.length(),
+        VerificationFailure::PackLength,
+    );
+    let refused = |failure, reason: &dyn std::fmt::Display| {
+        ObjectError::refused(&object, mirror, failure, reason)
     };
     let (start, mut response) = if from == 0 {
         (0, mirror.get(&object, pack.length()).await.map_err(failed)?)
@@ -95,19 +88,13 @@ pub async fn fill_from_pack<M: MirrorRead>(
             } => (at, response),
             Fetched::Full(response) => (0, response),
             Fetched::NotModified { .. } => {
-                let reason = "answered \"not modified\" to an unconditional read".to_owned();
-                return Err(ObjectError::Refused {
-                    object: object.as_path(),
-                    mirror: mirror.describe(),
-                    failure: VerificationFailure::PackLength,
-                    reason,
-                }
-                .into());
+                let reason = "answered \"not modified\" to an unconditional read";
+                return Err(refused(VerificationFailure::PackLength, &reason).into());
             }
         }
     };
     let mut reader = PackReader::starting_at(index, start)
-        .map_err(|e| refused(VerificationFailure::PackLength, e))?;
+        .map_err(|e| refused(VerificationFailure::PackLength, &e))?;
     let mut fill = Fill {
         out: PackFill::default(),
         tar: if assemble && start == 0 {
@@ -129,14 +116,14 @@ pub async fn fill_from_pack<M: MirrorRead>(
             Ok(None) => {
                 break reader
                     .finish()
-                    .map_err(|e| refused(VerificationFailure::PackLength, e));
+                    .map_err(|e| refused(VerificationFailure::PackLength, &e));
             }
             Err(e) => break Err(failed(e)),
         };
         fill.out.fetched += piece.len() as u64;
         let before = cut.len();
         if let Err(e) = reader.push(&piece, &mut cut) {
-            break Err(refused(VerificationFailure::PackLength, e));
+            break Err(refused(VerificationFailure::PackLength, &e));
         }
         cut_bytes += cut[before..].iter().map(|(_, f)| f.len()).sum::<usize>();
         // An idle verifier takes what is cut at once (a slow link stores each frame soon after it
@@ -226,7 +213,7 @@ impl Fill<'_> {
         checked: Vec<Checked>,
         state: &mut State,
         now: OffsetDateTime,
-        refused: &impl Fn(VerificationFailure, BundleError) -> ObjectError,
+        refused: &dyn Fn(VerificationFailure, &dyn std::fmt::Display) -> ObjectError,
     ) -> Result<Result<(), ObjectError>, StateError> {
         let mut outcome = Ok(());
         for (entry, frame, raw) in checked {
@@ -237,7 +224,7 @@ impl Fill<'_> {
                         BundleError::ChunkLengthMismatch { .. } => VerificationFailure::ChunkLength,
                         _ => VerificationFailure::ChunkHash,
                     };
-                    outcome = Err(refused(failure, e));
+                    outcome = Err(refused(failure, &e));
                     break;
                 }
             };
