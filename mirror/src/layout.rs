@@ -3,7 +3,7 @@
 //! ```text
 //! metadata/N.root.json  metadata/N.targets.json  metadata/N.snapshot.json  metadata/timestamp.json
 //! targets/channels/<channel>/<release>/<sha256>.bundle.tar.gz   targets/…/<sha256>.index.json
-//! chunks/<sha256>
+//! chunks/<sha256>     (a zstd chunk, or a release's chunk pack)
 //! ```
 //!
 //! Everything is immutable except `metadata/timestamp.json`: versioned metadata and targets carry their
@@ -29,7 +29,7 @@ pub enum ObjectPath {
         /// The sha256 in its name.
         sha256: Sha256Digest,
     },
-    /// A zstd chunk, by the sha256 of its bytes.
+    /// A zstd chunk, or a release's chunk pack (its chunks as one blob), by the sha256 of its bytes.
     Chunk(Sha256Digest),
 }
 
