@@ -436,3 +436,52 @@ fn a_first_install_reads_the_chunk_pack_once_and_a_delta_only_chunks() {
         fs::read(repo.manifests.join("blob-1.yaml")).unwrap()
     );
 }
+
+#[test]
+fn a_chunk_pack_that_ends_early_keeps_its_frames_and_the_rest_comes_as_chunks() {
+    let repo = Repo::new(300);
+    let release = repo.release();
+    let (pack, length) = repo.pack(&release);
+    // A mirror whose chunk pack stops half-way: the frames before the cut are whole and verify.
+    let short = tempfile::tempdir().unwrap();
+    copy_dir(&repo.repo, short.path());
+    let bytes = fs::read(short.path().join(&pack)).unwrap();
+    fs::write(short.path().join(&pack), &bytes[..bytes.len() / 2]).unwrap();
+    let server = nginx(short.path());
+
+    let site = Site::new();
+    let out = site.run(&repo, &[&server.url("")], &["once"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "ended at byte {} of its {length} bytes",
+            bytes.len() / 2
+        )),
+        "{stderr}"
+    );
+    for (name, bytes) in applied_files(&site.applied()) {
+        assert_eq!(
+            bytes,
+            fs::read(repo.manifests.join(&name)).unwrap(),
+            "{name}"
+        );
+    }
+    // One read of the pack; then only the chunks it did not give, each once.
+    let requests = server.requests();
+    let chunk_reads: Vec<_> = requests
+        .iter()
+        .filter(|r| r.uri.starts_with("/chunks/") && r.uri != format!("/{pack}"))
+        .collect();
+    let pack_reads = requests
+        .iter()
+        .filter(|r| r.uri == format!("/{pack}"))
+        .count();
+    assert_eq!(pack_reads, 1, "{requests:?}");
+    assert!(
+        !chunk_reads.is_empty() && chunk_reads.len() < release.chunks,
+        "{} of {} chunks read after the pack: {requests:?}",
+        chunk_reads.len(),
+        release.chunks
+    );
+}
