@@ -283,8 +283,8 @@ fn par_map<T: Sync, S, R: Send>(
     Ok(done.into_iter().map(|(_, r)| r).collect())
 }
 
-/// The end of a stream of chunks (reassembled or recreated): all `received` of the index's chunks
-/// arrived and the bytes hashed in `hasher` are the tar the index names.
+/// The end of a tar put together from chunks (reassembled or assembled): all `received` of the
+/// index's chunks arrived and the bytes hashed in `hasher` are the tar the index names.
 fn check_whole_tar(
     index: &ChunkIndex,
     received: usize,
