@@ -193,6 +193,16 @@ fn logged(server: &mast_test_support::Nginx, uri: impl Fn(&str) -> bool, status:
         .count() as u64
 }
 
+/// Body bytes nginx logged as sent with a body the agent reads (200, 206) for URIs that pass `uri`.
+fn sent(server: &mast_test_support::Nginx, uri: impl Fn(&str) -> bool) -> u64 {
+    server
+        .requests()
+        .iter()
+        .filter(|r| uri(&r.uri) && matches!(r.status, 200 | 206))
+        .map(|r| r.body_bytes)
+        .sum()
+}
+
 #[test]
 fn the_metrics_count_what_the_mirrors_logged_and_a_refused_chunk_skips_its_mirror() {
     let repo = Repo::new(40);
@@ -274,6 +284,15 @@ fn the_metrics_count_what_the_mirrors_logged_and_a_refused_chunk_skips_its_mirro
             ),
         )
     };
+    let received = |metrics: &str, file: &str| {
+        series(
+            metrics,
+            &format!(
+                "mast_agent_received_bytes_total{{mirror_kind=\"http\",file_kind=\"{file}\"}}"
+            ),
+        )
+    };
+    let sent_by_both = |uri: &dyn Fn(&str) -> bool| sent(&lying, uri) + sent(&honest, uri);
     let deadline = Instant::now() + Duration::from_secs(30);
     let (metrics, polls) = loop {
         let before = (
@@ -281,6 +300,7 @@ fn the_metrics_count_what_the_mirrors_logged_and_a_refused_chunk_skips_its_mirro
             both(&metadata, 304),
             both(&metadata, 404),
         );
+        let metadata_sent = sent_by_both(&metadata);
         let metrics = String::from_utf8(
             get(&format!("http://127.0.0.1:{port}/metrics"))
                 .unwrap()
@@ -297,7 +317,8 @@ fn the_metrics_count_what_the_mirrors_logged_and_a_refused_chunk_skips_its_mirro
             scraped(&metrics, "2xx"),
             scraped(&metrics, "3xx"),
             scraped(&metrics, "4xx"),
-        ) == before;
+        ) == before
+            && received(&metrics, "metadata") == metadata_sent;
         if stable && (caught_up || Instant::now() > deadline) {
             break (metrics, before);
         }
@@ -334,6 +355,36 @@ fn the_metrics_count_what_the_mirrors_logged_and_a_refused_chunk_skips_its_mirro
     assert_eq!(requests("target", "2xx"), 1, "{metrics}");
     // The root chain ends with a 404 for the next root version, on every full refresh.
     assert_eq!(requests("metadata", "4xx"), polls.2, "{metrics}");
+    // Body bytes by file kind are what nginx sent: the refused chunk's included (it was received), a
+    // 404's error page not (the agent does not read it).
+    for (file, uri) in [
+        ("metadata", &metadata as &dyn Fn(&str) -> bool),
+        ("target", &target),
+        ("chunk", &chunk),
+    ] {
+        assert!(sent_by_both(uri) > 0, "{file}");
+        assert_eq!(
+            received(&metrics, file),
+            sent_by_both(uri),
+            "{file}: {metrics}"
+        );
+    }
+    // And what the repository holds: the index once, every chunk once plus the refused one.
+    let size = |path: &std::path::Path| std::fs::metadata(path).unwrap().len();
+    let all_chunks: u64 = std::fs::read_dir(repo.repo.join("chunks"))
+        .unwrap()
+        .map(|e| size(&e.unwrap().path()))
+        .sum();
+    assert_eq!(
+        received(&metrics, "target"),
+        size(&repo.repo.join(&release.index_target)),
+        "{metrics}"
+    );
+    assert_eq!(
+        received(&metrics, "chunk"),
+        all_chunks + size(&bad_chunk),
+        "{metrics}"
+    );
     assert_eq!(
         series(
             &metrics,

@@ -243,6 +243,40 @@ fn downloads_from_a_consistent_snapshot_repository_once() {
 }
 
 #[test]
+fn a_target_served_longer_or_changed_exits_1_and_leaves_nothing() {
+    let Some(python) = tools() else { return };
+    let repo = tempfile::tempdir().unwrap();
+    // Large enough to arrive in many pieces, each hashed on its own thread.
+    let listed = pytuf_repo(&python, repo.path(), &["--target", "b.bin=3000000"]);
+    let sha256 = listed["targets"]["b.bin"]["sha256"].as_str().unwrap();
+    let served = repo.path().join(format!("targets/{sha256}.b.bin"));
+    let good = fs::read(&served).unwrap();
+    let nginx = Nginx::serve(repo.path());
+    let (metadata, targets) = (nginx.url("metadata"), nginx.url("targets/"));
+    let client = Client::new();
+    ok(&client.init(Path::new(listed["root"].as_str().unwrap())));
+
+    let mut longer = good.clone();
+    longer.extend_from_slice(b"tail");
+    let mut changed = good.clone();
+    changed[good.len() / 2] ^= 1;
+    for (bytes, why) in [
+        (longer, "longer than the signed 3000000 bytes"),
+        (changed, "got 3000000 bytes with sha256 "),
+    ] {
+        fs::write(&served, bytes).unwrap();
+        refused(&client.download(&metadata, &targets, &["b.bin"]), why);
+        assert!(
+            fs::read_dir(client.target_dir()).unwrap().next().is_none(),
+            "{why}: bytes left in the target directory"
+        );
+    }
+    fs::write(&served, &good).unwrap();
+    ok(&client.download(&metadata, &targets, &["b.bin"]));
+    assert_eq!(client.target_sha256("b.bin"), sha256);
+}
+
+#[test]
 fn downloads_plain_names_without_consistent_snapshots_from_http_server() {
     let Some(python) = PYTHON_TUF.require() else {
         return;

@@ -27,6 +27,16 @@ pub struct Response {
     max_length: u64,
     read: u64,
     body: Body,
+    tap: Option<ReadTap>,
+}
+
+/// What [`Response::tap`] reports each piece's length to.
+struct ReadTap(Box<dyn Fn(u64) + Send + Sync>);
+
+impl std::fmt::Debug for ReadTap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReadTap")
+    }
 }
 
 /// Where a [`Response`]'s bytes come from.
@@ -59,6 +69,7 @@ impl Response {
             max_length,
             read: 0,
             body,
+            tap: None,
         })
     }
 
@@ -74,6 +85,14 @@ impl Response {
             max_length,
             Body::Memory(Some(bytes)),
         )
+    }
+
+    /// Reports the length of every piece of the body read from now on to `tap`, as it is read (before
+    /// the cap is checked: a piece that passes it was received all the same). This is how a reader
+    /// counts what it received — by mirror, by kind of file — without the transports knowing about it.
+    pub fn tap(mut self, tap: impl Fn(u64) + Send + Sync + 'static) -> Self {
+        self.tap = Some(ReadTap(Box::new(tap)));
+        self
     }
 
     /// The next piece of the body, or `None` at its end. Fails as soon as the body passes the cap, so a
@@ -100,6 +119,9 @@ impl Response {
             }
         };
         if let Some(piece) = &piece {
+            if let Some(ReadTap(tap)) = &self.tap {
+                tap(piece.len() as u64);
+            }
             self.read += piece.len() as u64;
             if self.read > self.max_length {
                 return Err(MirrorError::TooLarge {
@@ -312,5 +334,45 @@ pub trait MirrorWrite: MirrorRead {
     ) -> impl Future<Output = Result<(), MirrorError>> + Send {
         let _ = release;
         async { Ok(()) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_tap_sees_every_piece_read_including_one_past_the_cap() {
+        let object = ObjectPath::Metadata("timestamp.json".to_owned());
+        let counted = Arc::new(AtomicU64::new(0));
+        let tap = |counted: &Arc<AtomicU64>| {
+            let counted = Arc::clone(counted);
+            move |n| {
+                counted.fetch_add(n, Ordering::Relaxed);
+            }
+        };
+        let response = Response::from_bytes(&object, Bytes::from_static(b"0123456789"), 10)
+            .unwrap()
+            .tap(tap(&counted));
+        assert_eq!(response.bytes().await.unwrap(), b"0123456789");
+        assert_eq!(counted.load(Ordering::Relaxed), 10);
+
+        // A body longer than announced: the piece that passes the cap was received, and is counted.
+        let mut response = Response::new(
+            &object,
+            None,
+            4,
+            Body::Memory(Some(Bytes::from_static(b"0123456789"))),
+        )
+        .unwrap()
+        .tap(tap(&counted));
+        assert!(matches!(
+            response.chunk().await,
+            Err(MirrorError::TooLarge { limit: 4, .. })
+        ));
+        assert_eq!(counted.load(Ordering::Relaxed), 20);
     }
 }

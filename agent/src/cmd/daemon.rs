@@ -20,8 +20,8 @@ use crate::freshness::Inputs as FreshnessInputs;
 use crate::schedule::{PollOutcome, parse_retry_after};
 use crate::sync::{PassError, PassOutcome, PassReport, check_drift};
 use crate::telemetry::{
-    ApplyOutcome, DriftKind, Endpoints, FileKind, Liveness, Metrics, MirrorKind, Notifier,
-    Readiness, TelemetryServer, TufRole, Watchdog,
+    ApplyOutcome, DriftKind, Endpoints, Liveness, Metrics, Notifier, Readiness, TelemetryServer,
+    TufRole, Watchdog,
 };
 use mast_protocol::release::ReleaseNumber;
 
@@ -232,13 +232,6 @@ fn record(metrics: &Metrics, readiness: &Readiness, result: &Result<PassReport, 
             for skipped in &report.skipped {
                 metrics.record_mirror_skip(&skipped.mirror);
             }
-            if report.bytes_fetched > 0 {
-                metrics.record_received_bytes(
-                    mirror_kind(&report.mirror),
-                    FileKind::Chunk,
-                    report.bytes_fetched,
-                );
-            }
             if let PassOutcome::Applied { .. } = report.outcome {
                 metrics.record_apply(ApplyOutcome::Healthy);
             }
@@ -267,17 +260,6 @@ fn record(metrics: &Metrics, readiness: &Readiness, result: &Result<PassReport, 
         }
     };
     metrics.record_poll(polled);
-}
-
-/// The kind of a mirror, from how it describes itself.
-fn mirror_kind(described: &str) -> MirrorKind {
-    if described.starts_with("oci") {
-        MirrorKind::Oci
-    } else if described.starts_with("http") {
-        MirrorKind::Http
-    } else {
-        MirrorKind::File
-    }
 }
 
 fn status_line(result: &Result<PassReport, PassError>) -> String {

@@ -1,10 +1,13 @@
-//! A mirror as the metrics see it: every read counted by mirror kind, file kind and status class, and
-//! every "not modified" answer counted, without the mirror transports knowing about metrics.
+//! A mirror as the metrics see it: every read counted by mirror kind, file kind and status class, every
+//! "not modified" answer counted, and every body byte read counted under the same mirror and file kind,
+//! without the mirror transports knowing about metrics.
 //!
 //! One object read is one count, whatever it took on the wire: an OCI metadata read is a manifest and a
 //! blob request, a resumed read after a 416 two requests. The status class is that of the answer the
 //! read opened with; a body cut part-way is still the `2xx` it started as (its failure shows in the
-//! pass's skipped mirrors).
+//! pass's skipped mirrors). Bytes are those of the object's body as the reader reads it, counted piece
+//! by piece (a long download shows in a scrape while it runs): a body the reader leaves part-way counts
+//! only what it read, and what a transport reads to find the object (an OCI manifest) is not counted.
 
 use mast_mirror::{Conditions, Fetched, Mirror, MirrorError, MirrorRead, ObjectPath, Response};
 
@@ -36,6 +39,16 @@ impl<'a> Observed<'a> {
         self.metrics
             .record_request(self.kind, file_kind(object), status);
     }
+
+    /// `response`, with every body byte read counted under this mirror and `object`'s kind.
+    fn counted(&self, object: &ObjectPath, response: Response) -> Response {
+        let received = self
+            .metrics
+            .received_bytes_counter(self.kind, file_kind(object));
+        response.tap(move |n| {
+            received.inc_by(n);
+        })
+    }
 }
 
 impl MirrorRead for Observed<'_> {
@@ -46,7 +59,7 @@ impl MirrorRead for Observed<'_> {
             Err(e) => status_class(e),
         };
         self.record(object, status);
-        result
+        result.map(|response| self.counted(object, response))
     }
 
     async fn get_with(
@@ -65,7 +78,19 @@ impl MirrorRead for Observed<'_> {
             Err(e) => status_class(e),
         };
         self.record(object, status);
-        result
+        result.map(|fetched| match fetched {
+            Fetched::Full(response) => Fetched::Full(self.counted(object, response)),
+            Fetched::Partial {
+                from,
+                total,
+                response,
+            } => Fetched::Partial {
+                from,
+                total,
+                response: self.counted(object, response),
+            },
+            not_modified @ Fetched::NotModified { .. } => not_modified,
+        })
     }
 
     fn describe(&self) -> String {

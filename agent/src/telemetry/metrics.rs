@@ -189,8 +189,9 @@ impl Metrics {
             .inc_by(bytes);
     }
 
-    /// The byte counter of one mirror and file kind, for a download loop that adds to it on every read
-    /// without a lookup each time. It shares its value with the registered series.
+    /// The counter of response body bytes received from one mirror kind for one file kind, for a
+    /// reader that adds to it on every piece it reads without a lookup each time. It shares its value
+    /// with the registered series.
     pub fn received_bytes_counter(&self, mirror_kind: MirrorKind, file_kind: FileKind) -> Counter {
         let labels = TransferLabels {
             mirror_kind,

@@ -27,7 +27,6 @@ use std::io::{self, Read, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use bytes::Bytes;
 use clap::{Args, Subcommand};
 use mast_mirror::client::{Client, ClientError};
 use mast_mirror::tls;
@@ -37,10 +36,6 @@ use time::OffsetDateTime;
 
 use remote::{DownloadError, Remote, TargetNaming};
 use store::{FileStore, check_root, staging_path};
-
-/// Received pieces queued for the file writer: a few MiB at most, so a slow disk holds the download
-/// back instead of filling memory.
-const WRITE_QUEUE: usize = 64;
 
 /// Arguments of `mast-agent tuf`: the conformance CLI's options, given before the action.
 #[derive(Debug, Args)]
@@ -308,34 +303,19 @@ async fn fetch_into(
     let (url, sha256) = remote.target_url(name, target, naming).map_err(failed)?;
     let staging = staging_path(path);
     let result = async {
-        let file = File::create(&staging).map_err(io)?;
-        // The file is written on its own thread, so that filling the page cache (as costly as the
-        // network read on a small VM) overlaps with receiving and hashing the next pieces.
-        let (pieces, queue) = std::sync::mpsc::sync_channel::<Bytes>(WRITE_QUEUE);
-        let writer = std::thread::spawn(move || -> io::Result<()> {
-            let mut file = file;
-            for piece in queue {
-                file.write_all(&piece)?;
-            }
-            Ok(())
-        });
-        let fetched = remote
+        let mut file = File::create(&staging).map_err(io)?;
+        // Written as received, on this thread: `download` hashes on another, so receiving and writing
+        // share one core while hashing, the costlier, has the other. The blocking write holds nothing
+        // else up (this runtime runs this download alone); the kernel buffers the socket meanwhile.
+        remote
             .download(&url, target.length, &sha256, &mut |piece| {
-                pieces
-                    .send(piece)
-                    .map_err(|_| io::Error::other("the file writer stopped"))
+                file.write_all(&piece)
             })
-            .await;
-        drop(pieces);
-        let written = writer
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("the file writer panicked")));
-        // A write error explains a stopped writer better than the send that failed on it.
-        match (written, fetched) {
-            (Err(e), _) => return Err(io(e)),
-            (Ok(()), Err(e)) => return Err(failed(e)),
-            (Ok(()), Ok(())) => {}
-        }
+            .await
+            .map_err(|e| match e {
+                DownloadError::Sink { source, .. } => io(source),
+                e => failed(e),
+            })?;
         // sha256 was checked while streaming; any other hash listed (sha512) is checked on the file.
         if target.hashes.keys().any(|a| a != "sha256") {
             check_hashes(&staging, target).map_err(|reason| {
