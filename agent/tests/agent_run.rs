@@ -220,7 +220,7 @@ fn the_metrics_count_what_the_mirrors_logged_and_a_refused_chunk_skips_its_mirro
         .unwrap();
     assert!(status.success());
     let index = repo.index(&release);
-    let (pack, _) = repo.pack(&release);
+    let (pack, pack_length) = repo.pack(&release);
     let bad_chunk = copy
         .path()
         .join("repo/chunks")
@@ -369,20 +369,21 @@ fn the_metrics_count_what_the_mirrors_logged_and_a_refused_chunk_skips_its_mirro
             "{file}: {metrics}"
         );
     }
-    // And what the repository holds: the index once, every chunk once plus the refused one.
+    // And what the repository holds: the index once; of the chunks, what the lying mirror's pack
+    // read took (the agent stops reading at the refused frame, so the log says how much), then every
+    // distinct chunk but the first (the pack's length is their sum) and the refused one again.
     let size = |path: &std::path::Path| std::fs::metadata(path).unwrap().len();
-    let all_chunks: u64 = std::fs::read_dir(repo.repo.join("chunks"))
-        .unwrap()
-        .map(|e| size(&e.unwrap().path()))
-        .sum();
     assert_eq!(
         received(&metrics, "target"),
         size(&repo.repo.join(&release.index_target)),
         "{metrics}"
     );
+    let pack_read = sent(&lying, &|u: &str| u == format!("/{pack}"));
+    let first = index["chunks"][0]["length"].as_u64().unwrap();
+    assert!(pack_read > first, "{pack_read}");
     assert_eq!(
         received(&metrics, "chunk"),
-        all_chunks + size(&bad_chunk),
+        pack_read + (pack_length - first) + size(&bad_chunk),
         "{metrics}"
     );
     assert_eq!(
