@@ -378,7 +378,7 @@ fn the_metrics_count_what_the_mirrors_logged_and_a_refused_chunk_skips_its_mirro
         size(&repo.repo.join(&release.index_target)),
         "{metrics}"
     );
-    let pack_read = sent(&lying, &|u: &str| u == format!("/{pack}"));
+    let pack_read = sent(&lying, |u: &str| u == format!("/{pack}"));
     let first = index["chunks"][0]["length"].as_u64().unwrap();
     assert!(pack_read > first, "{pack_read}");
     assert_eq!(

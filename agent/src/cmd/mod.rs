@@ -191,18 +191,17 @@ impl Agent {
                 Err(e) => tracing::warn!(error = %e, "chunk collection failed"),
             }
         }
-        let (key, value) = match &result {
-            Ok(report) => ("last_outcome", describe(&report.outcome)),
-            Err(e) => ("last_error", e.to_string()),
+        let summary = match &result {
+            Ok(report) => vec![
+                ("last_outcome", describe(&report.outcome)),
+                ("last_error", String::new()),
+            ],
+            Err(e) => vec![("last_error", e.to_string())],
         };
+        let summary: Vec<(&str, &str)> = summary.iter().map(|(k, v)| (*k, v.as_str())).collect();
         // The pass's own records are already durable; a failure to note its summary is only logged.
-        if let Err(e) = self.state.set_fact(key, &value) {
+        if let Err(e) = self.state.set_facts(&summary) {
             tracing::warn!(error = %e, "could not record the pass outcome");
-        }
-        if result.is_ok()
-            && let Err(e) = self.state.set_fact("last_error", "")
-        {
-            tracing::warn!(error = %e, "could not clear the last error");
         }
         result
     }

@@ -940,14 +940,22 @@ impl State {
 
     /// Sets a named fact (`last_contact`, `last_error`, …).
     pub fn set_fact(&mut self, key: &str, value: &str) -> Result<(), StateError> {
-        self.conn
-            .execute(
+        self.set_facts(&[(key, value)])
+    }
+
+    /// Sets several named facts in one transaction (one fsync).
+    pub fn set_facts(&mut self, facts: &[(&str, &str)]) -> Result<(), StateError> {
+        let what = "setting a fact";
+        let tx = self.conn.transaction().map_err(sql_err(&self.path, what))?;
+        for (key, value) in facts {
+            tx.execute(
                 "INSERT INTO facts (key, value) VALUES (?1, ?2)
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 params![key, value],
             )
-            .map(drop)
-            .map_err(self.sql("setting a fact"))
+            .map_err(sql_err(&self.path, what))?;
+        }
+        tx.commit().map_err(sql_err(&self.path, what))
     }
 
     /// A named fact.

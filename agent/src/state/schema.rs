@@ -1,7 +1,7 @@
 //! The state database's schema, as an ordered list of migrations.
 //!
-//! `PRAGMA user_version` holds the number of migrations applied. Each migration runs in its own
-//! transaction together with the version bump, so a crash mid-migration leaves the previous version. A
+//! `PRAGMA user_version` holds the number of migrations applied. The pending migrations run in one
+//! transaction together with the version bump, so a crash mid-upgrade leaves the previous version. A
 //! migration, once released, is never edited: changes are new migrations appended to [`MIGRATIONS`].
 
 use rusqlite::Connection;
@@ -98,14 +98,16 @@ const MIGRATIONS: [&str; 3] = [
     ",
 ];
 
-/// Applies the migrations after `from`, each with its version bump in one transaction.
+/// Applies the migrations after `from` and the version bump in one transaction (one fsync).
 pub(super) fn migrate(conn: &mut Connection, from: i64) -> rusqlite::Result<()> {
     let start = usize::try_from(from).unwrap_or(0);
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(start) {
-        let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", index as i64 + 1)?;
-        tx.commit()?;
+    if start >= MIGRATIONS.len() {
+        return Ok(());
     }
-    Ok(())
+    let tx = conn.transaction()?;
+    for sql in &MIGRATIONS[start..] {
+        tx.execute_batch(sql)?;
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()
 }

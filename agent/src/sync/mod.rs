@@ -231,8 +231,10 @@ pub async fn run_pass(
         chunks_held: 0,
         timestamp_max_age: refreshed.max_age,
     };
-    state.set_fact(crate::freshness::LAST_REFRESH_FACT, &rfc3339(now))?;
-    state.set_fact("last_mirror", &report.mirror)?;
+    state.set_facts(&[
+        (crate::freshness::LAST_REFRESH_FACT, &rfc3339(now)),
+        ("last_mirror", &report.mirror),
+    ])?;
 
     let Some(selected) = select(state, &trusted, site)? else {
         return Ok(report);
