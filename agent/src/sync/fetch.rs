@@ -127,9 +127,8 @@ pub(super) async fn fetch_release<M: MirrorRead>(
     }
     let mut tar = None;
     if let Some(from) = pack_start(&index, &missing) {
-        let tar_out = assemble.then_some(&mut tar);
-        missing = from_pack(
-            state, order[0], &index, from, missing, now, metrics, report, tar_out,
+        (missing, tar) = from_pack(
+            state, order[0], &index, from, assemble, missing, now, metrics, report,
         )
         .await?;
     }
@@ -170,27 +169,26 @@ pub(super) async fn fetch_release<M: MirrorRead>(
 
 /// Reads the missing chunks from the chunk pack, from byte `from` on, in one request — on a registry
 /// every blob request costs a lookup, on a CDN a round trip. What it did not give (a failed read, a
-/// mirror that lied) is returned, to be fetched as chunks from every mirror in turn. `tar`, when given,
-/// receives the release's tar if the pack gave all of it.
+/// mirror that lied) is returned, to be fetched as chunks from every mirror in turn, with the release's
+/// tar when `assemble` asked for it and the pack gave all of it.
 #[allow(clippy::too_many_arguments)]
 async fn from_pack<'i, M: MirrorRead>(
     state: &mut State,
     mirror: &M,
     index: &ChunkIndex,
     from: u64,
+    assemble: bool,
     missing: Vec<&'i ChunkRef>,
     now: OffsetDateTime,
     metrics: &Metrics,
     report: &mut PassReport,
-    tar: Option<&mut Option<Vec<u8>>>,
-) -> Result<Vec<&'i ChunkRef>, PassError> {
-    match fill_from_pack(mirror, index, from, tar.is_some(), state, now).await {
+) -> Result<(Vec<&'i ChunkRef>, Option<Vec<u8>>), PassError> {
+    let mut tar = None;
+    match fill_from_pack(mirror, index, from, assemble, state, now).await {
         Ok(fill) => {
             report.bytes_fetched += fill.fetched;
             report.chunks_fetched += fill.stored;
-            if let Some(tar) = tar {
-                *tar = fill.tar;
-            }
+            tar = fill.tar;
         }
         Err(PackFillError::State(e)) => return Err(e.into()),
         Err(PackFillError::Object(e)) => {
@@ -211,7 +209,7 @@ async fn from_pack<'i, M: MirrorRead>(
             still.push(entry);
         }
     }
-    Ok(still)
+    Ok((still, tar))
 }
 
 /// Where to read the chunk pack from instead of fetching `missing` a request each, if anywhere: from the
