@@ -485,3 +485,54 @@ fn a_chunk_pack_that_ends_early_keeps_its_frames_and_the_rest_comes_as_chunks() 
         release.chunks
     );
 }
+
+#[test]
+fn a_mirror_that_ignores_range_sends_the_whole_pack_and_only_what_was_missing_is_stored() {
+    let repo = Repo::new(300);
+    let release = repo.release();
+    let (pack, _) = repo.pack(&release);
+    // First a mirror that has only the first half of the pack and none of the chunks: the site keeps
+    // the frames it gave, and the pass fails for the rest.
+    let broken = tempfile::tempdir().unwrap();
+    copy_dir(&repo.repo, broken.path());
+    let bytes = fs::read(broken.path().join(&pack)).unwrap();
+    for entry in fs::read_dir(broken.path().join("chunks")).unwrap() {
+        fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    fs::write(broken.path().join(&pack), &bytes[..bytes.len() / 2]).unwrap();
+    let server = nginx(broken.path());
+    let site = Site::new();
+    let out = site.run(&repo, &[&server.url("")], &["once"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+
+    // Then python's http.server, which answers a range request with the whole file.
+    let python = mast_test_support::HttpServer::python(&repo.repo);
+    let out = site.run(&repo, &[&python.url("")], &["once"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let count = |after: &str| -> usize {
+        stdout
+            .split(after)
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {after:?} in {stdout}"))
+    };
+    let (fetched, reused) = (count("fetched "), count("reused "));
+    assert!(reused >= 1, "{stdout}");
+    assert_eq!(fetched + reused, release.chunks, "{stdout}");
+    let log = fs::read_to_string(python.log()).unwrap();
+    let reads: Vec<&str> = log.lines().filter(|l| l.contains("GET /chunks/")).collect();
+    assert_eq!(reads.len(), 1, "{log}");
+    assert!(
+        reads[0].contains(&format!("GET /{pack} ")) && reads[0].contains(" 200 "),
+        "{log}"
+    );
+    for (name, bytes) in applied_files(&site.applied()) {
+        assert_eq!(
+            bytes,
+            fs::read(repo.manifests.join(&name)).unwrap(),
+            "{name}"
+        );
+    }
+}

@@ -31,7 +31,8 @@ const VERIFY_BYTES: usize = 1 << 20;
 pub struct PackFill {
     /// Pack bytes read.
     pub fetched: u64,
-    /// Chunks stored.
+    /// Chunks stored that the site did not hold before (a mirror that ignores a range request sends
+    /// the frames before it too).
     pub stored: usize,
     /// The release's tar, when it was asked for and the pack was read from its first byte and gave every
     /// chunk: checked against the index, ready to apply without reading the chunks back from the store.
@@ -248,8 +249,7 @@ impl Fill<'_> {
         if self.batch.is_empty() {
             return Ok(());
         }
-        state.put_chunks(&self.batch, now)?;
-        self.out.stored += self.batch.len();
+        self.out.stored += state.put_chunks(&self.batch, now)?;
         self.batch.clear();
         self.batch_bytes = 0;
         self.since = None;

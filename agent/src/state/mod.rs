@@ -427,14 +427,16 @@ impl State {
 
     /// Stores chunks whose bytes the caller verified against their signed sha256, in one transaction:
     /// one commit (one fsync with `synchronous=FULL`) for the batch instead of one per chunk, and either
-    /// all of them are durable when it returns or none is. Idempotent.
+    /// all of them are durable when it returns or none is. Idempotent: returns how many were not held
+    /// before.
     pub fn put_chunks(
         &mut self,
         chunks: &[(Sha256Digest, Vec<u8>)],
         now: OffsetDateTime,
-    ) -> Result<(), StateError> {
+    ) -> Result<usize, StateError> {
         let what = "storing chunks";
         let stored_at = rfc3339(now);
+        let mut added = 0;
         let tx = self.conn.transaction().map_err(sql_err(&self.path, what))?;
         {
             let mut insert = tx
@@ -444,12 +446,13 @@ impl State {
                 )
                 .map_err(sql_err(&self.path, what))?;
             for (sha256, bytes) in chunks {
-                insert
+                added += insert
                     .execute(params![sha256.to_hex(), bytes, stored_at])
                     .map_err(sql_err(&self.path, what))?;
             }
         }
-        tx.commit().map_err(sql_err(&self.path, what))
+        tx.commit().map_err(sql_err(&self.path, what))?;
+        Ok(added)
     }
 
     /// A held chunk's bytes.
