@@ -79,50 +79,61 @@ fn run_ok(cmd: &mut Command) {
     );
 }
 
-/// A repository whose one release is about `mib` MiB of incompressible manifest data.
-fn big_repo(mib: usize) -> Repo {
+/// A repository whose one release is `mib` ConfigMaps of about 1 MiB each (`blob-NNNN`), the value of
+/// `key` filled from an xorshift stream (cheap, deterministic) by `push`, and written as `value` makes it.
+fn noise_repo(
+    mib: usize,
+    mut state: u64,
+    key: &str,
+    push: impl Fn(&mut String, u64),
+    value: impl Fn(&str) -> String,
+) -> Repo {
     let repo = Repo::new(0);
-    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
     for i in 0..mib {
         let mut data = String::with_capacity(1 << 20);
         while data.len() < (1 << 20) - 200 {
-            // xorshift: cheap, deterministic, and incompressible enough for gzip and zstd.
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
-            data.push_str(&format!("{state:016x}"));
+            push(&mut data, state);
         }
         let yaml = format!(
-            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: blob-{i:04}\n  namespace: edge\ndata:\n  blob: \"{data}\"\n"
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: blob-{i:04}\n  namespace: edge\n{key}:\n  blob: {}\n",
+            value(&data)
         );
         fs::write(repo.manifests.join(format!("blob-{i:04}.yaml")), yaml).unwrap();
     }
     repo
 }
 
+/// A repository whose one release is about `mib` MiB of hex digits: incompressible enough for gzip and
+/// zstd to halve it, no more.
+fn big_repo(mib: usize) -> Repo {
+    noise_repo(
+        mib,
+        0x9e37_79b9_7f4a_7c15,
+        "data",
+        |data, state| data.push_str(&format!("{state:016x}")),
+        |data| format!("\"{data}\""),
+    )
+}
+
 /// A repository whose one release is `mib` ConfigMaps of 1 MiB of base64 random bytes (`binaryData`):
 /// gzip cannot shrink random bytes, so its `bundle.tar.gz` holds about 0.75 MB per MiB of manifests.
 fn random_repo(mib: usize) -> Repo {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let repo = Repo::new(0);
-    let mut state = 0x2545_f491_4f6c_dd1d_u64;
-    for i in 0..mib {
-        let mut data = String::with_capacity(1 << 20);
-        while data.len() < (1 << 20) - 200 {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            // Ten base64 digits from 60 random bits: exactly what base64 of random bytes looks like.
+    noise_repo(
+        mib,
+        0x2545_f491_4f6c_dd1d,
+        "binaryData",
+        // Ten base64 digits from 60 random bits: exactly what base64 of random bytes looks like.
+        |data, state| {
             for shift in 0..10 {
                 data.push(ALPHABET[((state >> (6 * shift)) & 63) as usize] as char);
             }
-        }
-        let yaml = format!(
-            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: blob-{i:04}\n  namespace: edge\nbinaryData:\n  blob: {data}\n"
-        );
-        fs::write(repo.manifests.join(format!("blob-{i:04}.yaml")), yaml).unwrap();
-    }
-    repo
+        },
+        str::to_owned,
+    )
 }
 
 /// What a throttled link carries per second in the P1 figure over the fault proxy: 400 Mbit/s, above

@@ -80,13 +80,7 @@ fn a_download_killed_with_sigkill_resumes_and_costs_less_than_twice_the_release(
 
     let state = mast_agent::state::State::open(&site.state()).unwrap();
     state.integrity_check().unwrap();
-    for (name, bytes) in applied_files(&site.applied()) {
-        assert_eq!(
-            bytes,
-            fs::read(repo.manifests.join(&name)).unwrap(),
-            "{name}"
-        );
-    }
+    site.assert_applied(&repo);
     // The first run read the chunk pack until it was killed; the restart read the rest of it from the
     // first frame it lacked, a range request.
     let (pack, content) = repo.pack(&release);

@@ -8,7 +8,7 @@ mod support;
 use std::fs;
 
 use mast_test_support::{Nginx, NginxConfig};
-use support::{Repo, Site, applied_files, text};
+use support::{Repo, Site, applied_files, count_after, text};
 
 fn nginx(root: &std::path::Path) -> Nginx {
     NginxConfig::new(root).read_only().start()
@@ -148,13 +148,10 @@ fn a_tampered_mirror_is_skipped_and_only_lying_mirrors_apply_nothing() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("applied release 1"), "{stdout}");
     // At least the frame before the tampered one, which the liar's pack gave verified, was kept.
-    let reused: usize = stdout
-        .split("reused ")
-        .nth(1)
-        .and_then(|rest| rest.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    assert!(reused >= 1, "{stdout}");
+    assert!(
+        count_after(&stdout, "reused ").unwrap_or(0) >= 1,
+        "{stdout}"
+    );
     assert_eq!(applied_files(&site.applied()).len(), 40);
 }
 
@@ -271,6 +268,16 @@ fn status_without_a_database_fails_without_creating_one() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no state database here"));
     assert!(!site.state().exists());
+}
+
+/// A copy of `repo`'s repository whose chunk pack (`pack`, its mirror path) stops half-way; and where.
+fn half_pack_copy(repo: &Repo, pack: &str) -> (tempfile::TempDir, usize) {
+    let copy = tempfile::tempdir().unwrap();
+    copy_dir(&repo.repo, copy.path());
+    let bytes = fs::read(copy.path().join(pack)).unwrap();
+    let cut = bytes.len() / 2;
+    fs::write(copy.path().join(pack), &bytes[..cut]).unwrap();
+    (copy, cut)
 }
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
@@ -403,13 +410,7 @@ fn a_first_install_reads_the_chunk_pack_once_and_a_delta_only_chunks() {
         requests.iter().all(|r| !r.uri.ends_with(".bundle.tar.gz")),
         "{requests:?}"
     );
-    for (name, bytes) in applied_files(&site.applied()) {
-        assert_eq!(
-            bytes,
-            fs::read(repo.manifests.join(&name)).unwrap(),
-            "{name}"
-        );
-    }
+    site.assert_applied(&repo);
     // The frames stored from the pack are the published chunks: a one-file change costs its chunks (the
     // six files after it are held, so reading the pack from the change on would not pay).
     random_manifest(&repo.manifests, "blob-1", 200_000);
@@ -443,10 +444,7 @@ fn a_chunk_pack_that_ends_early_keeps_its_frames_and_the_rest_comes_as_chunks() 
     let release = repo.release();
     let (pack, length) = repo.pack(&release);
     // A mirror whose chunk pack stops half-way: the frames before the cut are whole and verify.
-    let short = tempfile::tempdir().unwrap();
-    copy_dir(&repo.repo, short.path());
-    let bytes = fs::read(short.path().join(&pack)).unwrap();
-    fs::write(short.path().join(&pack), &bytes[..bytes.len() / 2]).unwrap();
+    let (short, cut) = half_pack_copy(&repo, &pack);
     let server = nginx(short.path());
 
     let site = Site::new();
@@ -454,19 +452,10 @@ fn a_chunk_pack_that_ends_early_keeps_its_frames_and_the_rest_comes_as_chunks() 
     assert!(out.status.success(), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains(&format!(
-            "ended at byte {} of its {length} bytes",
-            bytes.len() / 2
-        )),
+        stderr.contains(&format!("ended at byte {cut} of its {length} bytes")),
         "{stderr}"
     );
-    for (name, bytes) in applied_files(&site.applied()) {
-        assert_eq!(
-            bytes,
-            fs::read(repo.manifests.join(&name)).unwrap(),
-            "{name}"
-        );
-    }
+    site.assert_applied(&repo);
     // One read of the pack; then only the chunks it did not give, each once.
     let requests = server.requests();
     let chunk_reads: Vec<_> = requests
@@ -493,13 +482,13 @@ fn a_mirror_that_ignores_range_sends_the_whole_pack_and_only_what_was_missing_is
     let (pack, _) = repo.pack(&release);
     // First a mirror that has only the first half of the pack and none of the chunks: the site keeps
     // the frames it gave, and the pass fails for the rest.
-    let broken = tempfile::tempdir().unwrap();
-    copy_dir(&repo.repo, broken.path());
-    let bytes = fs::read(broken.path().join(&pack)).unwrap();
+    let (broken, _) = half_pack_copy(&repo, &pack);
     for entry in fs::read_dir(broken.path().join("chunks")).unwrap() {
-        fs::remove_file(entry.unwrap().path()).unwrap();
+        let path = entry.unwrap().path();
+        if !path.ends_with(&pack) {
+            fs::remove_file(path).unwrap();
+        }
     }
-    fs::write(broken.path().join(&pack), &bytes[..bytes.len() / 2]).unwrap();
     let server = nginx(broken.path());
     let site = Site::new();
     let out = site.run(&repo, &[&server.url("")], &["once"]);
@@ -510,14 +499,8 @@ fn a_mirror_that_ignores_range_sends_the_whole_pack_and_only_what_was_missing_is
     let out = site.run(&repo, &[&python.url("")], &["once"]);
     assert!(out.status.success(), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let count = |after: &str| -> usize {
-        stdout
-            .split(after)
-            .nth(1)
-            .and_then(|rest| rest.split(' ').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no {after:?} in {stdout}"))
-    };
+    let count =
+        |word| count_after(&stdout, word).unwrap_or_else(|| panic!("no {word:?} in {stdout}"));
     let (fetched, reused) = (count("fetched "), count("reused "));
     assert!(reused >= 1, "{stdout}");
     assert_eq!(fetched + reused, release.chunks, "{stdout}");
@@ -528,11 +511,5 @@ fn a_mirror_that_ignores_range_sends_the_whole_pack_and_only_what_was_missing_is
         reads[0].contains(&format!("GET /{pack} ")) && reads[0].contains(" 200 "),
         "{log}"
     );
-    for (name, bytes) in applied_files(&site.applied()) {
-        assert_eq!(
-            bytes,
-            fs::read(repo.manifests.join(&name)).unwrap(),
-            "{name}"
-        );
-    }
+    site.assert_applied(&repo);
 }

@@ -215,6 +215,17 @@ impl Site {
         self.agent(repo, mirrors).args(args).output().unwrap()
     }
 
+    /// Asserts that every file applied to this site is the manifest of that name in `repo`.
+    pub(crate) fn assert_applied(&self, repo: &Repo) {
+        for (name, bytes) in applied_files(&self.applied()) {
+            assert_eq!(
+                bytes,
+                fs::read(repo.manifests.join(&name)).unwrap(),
+                "{name}"
+            );
+        }
+    }
+
     /// `mast-agent status --output json`.
     pub(crate) fn status(&self) -> serde_json::Value {
         let out = Command::new(env!("CARGO_BIN_EXE_mast-agent"))
@@ -236,6 +247,12 @@ pub(crate) fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// The number printed right after `word` in a pass's summary (`fetched 12 chunks`, `reused 3 held
+/// chunks`), if any.
+pub(crate) fn count_after(stdout: &str, word: &str) -> Option<usize> {
+    stdout.split(word).nth(1)?.split(' ').next()?.parse().ok()
 }
 
 /// The applied files, by name, with their contents.
