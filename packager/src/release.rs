@@ -237,10 +237,11 @@ pub fn release(args: &ReleaseArgs, now: OffsetDateTime) -> Result<ReleaseReport,
         .map(|c| format!("chunks/{}", c.digest.to_hex()))
         .collect();
     // The chunk pack lives next to the chunks, a blob named by its digest like them.
-    let pack: Vec<u8> = chunks
+    let pack = chunks
         .iter()
-        .flat_map(|c| c.bytes.iter().copied())
-        .collect();
+        .map(|c| c.bytes.as_slice())
+        .collect::<Vec<_>>()
+        .concat();
     let pack_name = format!("chunks/{}", index.pack().sha256().to_hex());
     let blobs = chunk_names
         .iter()

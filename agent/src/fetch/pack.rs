@@ -154,12 +154,9 @@ pub async fn fill_from_pack<M: MirrorRead>(
     }
     fill.commit(state, now)?;
     result?;
-    // An index whose chunks do not make its own tar digest leaves `tar` empty; the rebuild from the
-    // store then refuses the release with that error.
-    fill.out.tar = fill
-        .tar
-        .filter(TarAssembler::is_complete)
-        .and_then(|tar| tar.finish().ok());
+    // A tar not whole, or an index whose chunks do not make its own tar digest, leaves `tar` empty; the
+    // rebuild from the store then fetches nothing more, or refuses the release with that error.
+    fill.out.tar = fill.tar.and_then(|tar| tar.finish().ok());
     Ok(fill.out)
 }
 

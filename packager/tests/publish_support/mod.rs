@@ -131,7 +131,11 @@ impl TestRepo {
                 &chunk.bytes,
             );
         }
-        let pack: Vec<u8> = chunks.iter().flat_map(|c| c.bytes.clone()).collect();
+        let pack = chunks
+            .iter()
+            .map(|c| c.bytes.as_slice())
+            .collect::<Vec<_>>()
+            .concat();
         write(
             self.path(),
             &format!("chunks/{}", Sha256Digest::of(&pack)),
